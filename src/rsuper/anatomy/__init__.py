@@ -1,0 +1,1 @@
+"""rsuper.anatomy: organ masks in, sub-segments out (labels: the shared class-name table)."""

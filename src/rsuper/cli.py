@@ -1,0 +1,38 @@
+"""The ``rsuper`` command line: a thin typer front end; each command lives in ``rsuper.commands``."""
+
+from __future__ import annotations
+
+import typer
+
+from rsuper import __version__
+from rsuper.commands import check, demo, evaluate, extract, models, organs, phantoms, predict, prepare, train
+
+app = typer.Typer(
+    name="rsuper",
+    help=(
+        "Train 3D CT tumor segmentation from a few voxel masks plus many radiology reports "
+        "(R-Super: Volume Loss + Ball Loss), then predict and evaluate.\n\n"
+        "Pipeline: extract -> organs -> prepare -> train -> predict -> evaluate.  "
+        "Try: rsuper demo --quick"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rsuper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """rsuper command line."""
+
+
+for _module in (demo, phantoms, check, extract, organs, prepare, train, predict, evaluate, models):
+    _module.register(app)

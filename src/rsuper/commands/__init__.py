@@ -1,0 +1,1 @@
+"""CLI commands, one module per step. Each module has ``register(app)`` adding its typer commands."""

@@ -1,0 +1,38 @@
+import pytest
+
+from rsuper.anatomy import labels
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("gall_bladder", "gallbladder"),
+        ("urinary_bladder", "bladder"),
+        ("inferior_vena_cava", "postcava"),
+        ("Kidney Left", "kidney_left"),
+        ("pancreas_lesion.nii.gz", "pancreatic_lesion"),
+        ("segment_07", "liver_segment_7"),
+        ("liver_segment_3", "liver_segment_3"),
+        ("some_new_class", "some_new_class"),
+    ],
+)
+def test_canonical_class_name(raw, canonical):
+    assert labels.canonical_class_name(raw) == canonical
+
+
+def test_canonical_class_name_rejects_empty():
+    with pytest.raises(ValueError, match="non-empty"):
+        labels.canonical_class_name("  ")
+
+
+def test_organ_tables_are_consistent():
+    assert set(labels.LESION_CLASS_OF_ORGAN) == set(labels.ORGAN_MASK_CLASSES)
+    for organ, parts in labels.SUBSEGMENTS_OF_ORGAN.items():
+        assert organ in labels.LESION_CLASS_OF_ORGAN
+        for cls in parts.values():
+            assert cls in labels.ORGAN_CLASSES + labels.SUBSEGMENT_CLASSES
+    assert labels.lesion_class("pancreas") == "pancreatic_lesion"
+    assert labels.subsegment_class("kidney", "left") == "kidney_left"
+    assert labels.subsegment_class("spleen", "left") is None
+    with pytest.raises(KeyError, match="known organs"):
+        labels.lesion_class("brain")
