@@ -1,0 +1,349 @@
+"""Whole-CT inference: sliding window at the checkpoint's spacing, sigmoid, organ gating, masks in the CT grid.
+
+Pipeline per CT (METHOD.md §7):
+  load -> canonical RAS -> resample to the checkpoint spacing (linear) -> ``normalize_ct`` ->
+  MONAI ``sliding_window_inference`` (roi = checkpoint patch size, overlap 0.5, Gaussian weighting,
+  final logits only) -> optional flip test-time augmentation (mean of the sigmoid over the 8 mirror
+  combinations of the 3 axes) -> sigmoid -> lesion channels multiplied by their organ mask (organ
+  probability >= 0.5, union of ``labels.ORGAN_MASK_CLASSES[organ]``, e.g. kidney = left ∪ right; the
+  organ's sub-segments when the organ itself is not an output) dilated by 3 mm -> per class: linear
+  resampling of the probability straight onto the input CT grid (affine to affine, so orientation and
+  spacing come back exactly) -> threshold 0.5.
+
+Memory: probabilities are kept at the model grid as float16 (C, X, Y, Z); each class is resampled to
+the input grid on its own (one float32 buffer at a time), written, then dropped. Only the sub-segment
+masks needed to locate lesions are kept (bool) until the lesion channels are done.
+
+Outputs (AbdomenAtlas layout), for each case:
+  ``OUT/<case>/segmentations/<class>.nii.gz``   uint8 {0, 1}, the input CT's shape/affine/orientation;
+  ``OUT/<case>/probabilities/<class>.nii.gz``   optional, uint8, probability = value / 255;
+  ``OUT/<case>/findings.json``                  predicted report facts (``rsuper.infer.findings``);
+                                                written last: its presence marks the case complete.
+
+Example:
+    >>> predictor = Predictor.from_checkpoint("runs/final.pt", device="cpu")
+    >>> predict_case(predictor, "ct.nii.gz", "out/case1")
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from scipy import ndimage
+
+from rsuper import __version__
+from rsuper.anatomy import labels
+from rsuper.atomic import write_json_atomic
+from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
+from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
+    save_nifti, to_canonical
+
+THRESHOLD = 0.5
+GATING_DILATION_MM = 3.0
+PROBABILITY_SCALE = 255
+_NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$")
+
+
+@dataclass
+class Predictor:
+    """A network plus what is needed to run it on a CT (from a checkpoint payload, contract 8)."""
+
+    model: torch.nn.Module
+    class_names: list[str]
+    spacing_mm: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    source: str = ""
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", use_ema: bool = True) -> Predictor:
+        """Loads ``path`` (an rsuper checkpoint) onto ``device`` ("cpu", "cuda", "cuda:1")."""
+        from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+        dev = resolve_device(device)
+        payload = load_checkpoint(path)
+        norm = payload.get("normalisation")
+        if norm is not None and norm.get("method") != CT_NORMALISATION["method"]:
+            raise ValueError(f"checkpoint {path} uses CT normalisation {norm!r}; this rsuper applies "
+                             f"{CT_NORMALISATION['formula']}. Retrain or convert the checkpoint.")
+        if payload.get("orientation", "RAS") != "RAS":
+            raise ValueError(f"checkpoint {path} was trained in orientation {payload['orientation']!r}; expected RAS")
+        model = model_from_checkpoint(payload, use_ema=use_ema, map_location="cpu").to(dev).eval()
+        return cls(model=model, class_names=[labels.canonical_class_name(c) for c in payload["class_names"]],
+                   spacing_mm=tuple(float(s) for s in payload["spacing_mm"]),  # type: ignore[arg-type]
+                   patch_size=tuple(int(s) for s in payload["patch_size"]),  # type: ignore[arg-type]
+                   device=dev, source=str(path))
+
+
+@dataclass
+class PredictOptions:
+    """Inference settings: window overlap (fraction), windows per forward pass, flip TTA, outputs."""
+
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    tta: bool = False
+    save_probabilities: bool = False
+    gating_dilation_mm: float = GATING_DILATION_MM
+
+
+def resolve_device(device: str) -> torch.device:
+    """``torch.device`` for "cpu"/"cuda[:i]"; raises a clear error when CUDA is asked for but absent."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def find_ct_inputs(path: str | Path) -> list[tuple[str, Path]]:
+    """(case_id, CT path) pairs from a CT file, an AbdomenAtlas dataset (``<case>/ct.nii.gz``) or a folder
+    of CT files (nnU-Net ``_0000`` channel suffixes are stripped from the case id). Sorted by case id."""
+    path = Path(path)
+    if path.is_file():
+        return [(_case_id(path), path)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"input {path} is neither a NIfTI file nor a folder")
+    atlas = sorted(p for p in path.glob("*/ct.nii*") if _NIFTI_SUFFIX.search(p.name))
+    files = atlas or sorted(p for p in path.iterdir() if p.is_file() and _NIFTI_SUFFIX.search(p.name))
+    if not files:
+        raise FileNotFoundError(f"no CT found in {path}: expected <case>/ct.nii.gz folders or *.nii.gz files")
+    cases = [(_case_id(p), p) for p in files]
+    ids = [c for c, _ in cases]
+    duplicates = sorted({c for c in ids if ids.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"several CTs in {path} map to the same case id: {duplicates}")
+    return sorted(cases)
+
+
+def _case_id(ct_path: Path) -> str:
+    stem = _NIFTI_SUFFIX.sub("", ct_path.name)
+    if stem == "ct":
+        return ct_path.parent.name
+    return re.sub(r"_0000$", "", stem)
+
+
+def infer_logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Window predictor for MONAI: the model's final logits only (drops the deep-supervision output)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    return run
+
+
+def _flip_sets(tta: bool) -> Iterator[tuple[int, ...]]:
+    spatial = (2, 3, 4)
+    if not tta:
+        yield ()
+        return
+    for k in range(4):
+        yield from itertools.combinations(spatial, k)
+
+
+@torch.inference_mode()
+def predict_probabilities(predictor: Predictor, image: np.ndarray, options: PredictOptions | None = None
+                          ) -> np.ndarray:
+    """Sigmoid probabilities (C, X, Y, Z) float16 of a normalised canonical image (X, Y, Z) at model spacing."""
+    options = options or PredictOptions()
+    dev = predictor.device
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    window = infer_logits_fn(predictor.model)
+    total: torch.Tensor | None = None
+    flips = list(_flip_sets(options.tta))
+    for dims in flips:
+        xin = torch.flip(x, dims) if dims else x
+        with torch.autocast(device_type=dev.type, enabled=dev.type == "cuda"):
+            logits = sliding_window_inference(
+                xin, roi_size=predictor.patch_size, sw_batch_size=options.sw_batch_size, predictor=window,
+                overlap=options.overlap, mode="gaussian", sw_device=dev, device=dev, progress=False)
+        prob = torch.sigmoid(logits.float())
+        del logits
+        if dims:
+            prob = torch.flip(prob, dims)
+        total = prob if total is None else total.add_(prob)
+        del prob
+    assert total is not None
+    probs = (total / len(flips))[0].to("cpu", torch.float16).numpy()
+    if probs.shape[0] != len(predictor.class_names):
+        raise ValueError(f"model outputs {probs.shape[0]} channels but the checkpoint lists "
+                         f"{len(predictor.class_names)} class names")
+    return probs
+
+
+def dilate_mm(mask: np.ndarray, spacing_mm: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """Bool mask grown by ``radius_mm`` (Euclidean, voxel centres, anisotropic spacing respected)."""
+    mask = mask.astype(bool)
+    if radius_mm <= 0 or not mask.any():
+        return mask
+    margin = np.ceil(radius_mm / np.asarray(spacing_mm)).astype(int) + 1
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= radius_mm
+    return out
+
+
+def gate_organ_mask(class_names: list[str], probs: np.ndarray, organ: str) -> np.ndarray | None:
+    """Predicted organ mask (bool) for gating lesions of ``organ``; None when the model has no such channel."""
+    members = [c for c in labels.ORGAN_MASK_CLASSES.get(organ, ()) if c in class_names]
+    if not members:
+        members = [c for c in labels.SUBSEGMENTS_OF_ORGAN.get(organ, {}).values() if c in class_names]
+    if not members:
+        return None
+    mask = np.zeros(probs.shape[1:], dtype=bool)
+    for name in members:
+        mask |= probs[class_names.index(name)] >= THRESHOLD
+    return mask
+
+
+def gate_lesions(class_names: list[str], probs: np.ndarray, spacing_mm: tuple[float, float, float],
+                 dilation_mm: float = GATING_DILATION_MM) -> dict[str, bool]:
+    """Multiplies every lesion channel of ``probs`` (C, X, Y, Z, in place) by its dilated organ mask.
+
+    Returns {lesion class: gated?}; a lesion channel whose organ is not predicted by the model is left
+    ungated (False).
+    """
+    gated = {}
+    for c, name in enumerate(class_names):
+        organ = labels.ORGAN_OF_LESION_CLASS.get(name)
+        if organ is None:
+            continue
+        organ_mask = gate_organ_mask(class_names, probs, organ)
+        gated[name] = organ_mask is not None
+        if organ_mask is not None:
+            probs[c] *= dilate_mm(organ_mask, spacing_mm, dilation_mm)
+    return gated
+
+
+def _write_order(class_names: list[str]) -> list[str]:
+    """Non-lesion classes first (sub-segments are needed to locate lesions), then lesion channels."""
+    return sorted(class_names, key=lambda c: labels.is_lesion_class(c))
+
+
+def _needed_subsegments(class_names: list[str]) -> dict[str, str]:
+    """{sub-segment class: organ} for organs whose lesion channel is an output."""
+    needed = {}
+    for name in class_names:
+        organ = labels.ORGAN_OF_LESION_CLASS.get(name)
+        for sub in labels.SUBSEGMENTS_OF_ORGAN.get(organ or "", {}).values():
+            if sub in class_names:
+                needed[sub] = organ  # type: ignore[assignment]
+    return needed
+
+
+def case_is_complete(case_dir: Path, save_probabilities: bool = False) -> bool:
+    """True when ``findings.json`` exists and every file it lists is present."""
+    findings = case_dir / "findings.json"
+    if not findings.is_file():
+        return False
+    try:
+        classes = json.loads(findings.read_text())["classes"]
+    except (ValueError, KeyError):
+        return False
+    folders = ["segmentations"] + (["probabilities"] if save_probabilities else [])
+    return all((case_dir / f / f"{c}.nii.gz").is_file() for f in folders for c in classes)
+
+
+def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path,
+                 options: PredictOptions | None = None, case_id: str | None = None) -> dict[str, Any]:
+    """Predicts one CT and writes its masks, optional probabilities and ``findings.json`` under ``case_dir``.
+
+    Returns the findings dict. Masks have exactly the input CT's shape and affine.
+    """
+    options = options or PredictOptions()
+    ct_path, case_dir = Path(ct_path), Path(case_dir)
+    ct = load_nifti(ct_path)
+    if not np.isfinite(ct.array).all():
+        raise ValueError(f"{ct_path} contains NaN or infinite voxels; fix the image before predicting")
+    work = resample_to_spacing(to_canonical(Volume(ct.array.astype(np.float32), ct.affine)),
+                               predictor.spacing_mm, order=1)
+    probs = predict_probabilities(predictor, normalize_ct(work.array), options)
+    work_affine = work.affine
+    del work
+    names = predictor.class_names
+    gated = gate_lesions(names, probs, predictor.spacing_mm, options.gating_dilation_mm)
+    needed = _needed_subsegments(names)
+    subsegments: dict[str, dict[str, np.ndarray]] = {}
+    volumes: dict[str, float] = {}
+    summaries = []
+    voxel_mm3 = float(np.prod(ct.spacing_mm))
+    for name in _write_order(names):
+        channel = probs[names.index(name)]
+        if channel.max() < THRESHOLD and not options.save_probabilities:
+            prob = None
+            mask = np.zeros(ct.shape, dtype=np.uint8)
+        else:
+            prob = resample_to_grid(Volume(channel.astype(np.float32), work_affine), ct.shape, ct.affine,
+                                    order=1).array
+            mask = (prob >= THRESHOLD).astype(np.uint8)
+        save_nifti(Volume(mask, ct.affine, ct.header), case_dir / "segmentations" / f"{name}.nii.gz", dtype=np.uint8)
+        if options.save_probabilities:
+            save_nifti(Volume(np.rint(prob * PROBABILITY_SCALE).astype(np.uint8), ct.affine, ct.header),
+                       case_dir / "probabilities" / f"{name}.nii.gz", dtype=np.uint8)
+        volumes[name] = round(int(mask.sum()) * voxel_mm3, 3)
+        if name in needed:
+            subsegments.setdefault(needed[name], {})[name] = mask.astype(bool)
+        organ = labels.ORGAN_OF_LESION_CLASS.get(name)
+        if organ is not None:
+            comps = lesion_components(mask, ct.spacing_mm, probability=prob, subsegments=subsegments.get(organ),
+                                      organ=organ, affine=ct.affine)
+            summaries.append(organ_summary(organ, name, comps))
+        del prob, mask
+    findings = {
+        "case_id": case_id or _case_id(ct_path),
+        "ct": str(ct_path),
+        "checkpoint": predictor.source,
+        "rsuper_version": __version__,
+        "grid": {"shape": list(ct.shape), "spacing_mm": [round(s, 4) for s in ct.spacing_mm],
+                 "orientation": ct.orientation},
+        "model_spacing_mm": list(predictor.spacing_mm),
+        "threshold": THRESHOLD,
+        "tta": options.tta,
+        "gating": {"dilation_mm": options.gating_dilation_mm, "gated": gated},
+        "probabilities_scale": PROBABILITY_SCALE if options.save_probabilities else None,
+        "classes": names,
+        "volumes_mm3": volumes,
+        "organs": {s["organ"]: s for s in summaries},
+        "lesions": report_style_lesions(summaries),
+        "no_lesion": all(s["count"] == 0 for s in summaries),
+    }
+    write_json_atomic(case_dir / "findings.json", findings)
+    return findings
+
+
+def predict_cases(predictor: Predictor, inputs: list[tuple[str, Path]], out_dir: str | Path,
+                  options: PredictOptions | None = None, overwrite: bool = False,
+                  on_case: Callable[[str, str], None] | None = None) -> dict[str, str]:
+    """Predicts every (case_id, CT path); skips complete cases unless ``overwrite``.
+
+    ``on_case(case_id, status)`` is called after each case (status "done", "skipped" or "failed: ...").
+    Returns {case_id: status}. A failing case is reported and the others continue.
+    """
+    options = options or PredictOptions()
+    out_dir = Path(out_dir)
+    statuses = {}
+    for case_id, ct_path in inputs:
+        case_dir = out_dir / case_id
+        if not overwrite and case_is_complete(case_dir, options.save_probabilities):
+            status = "skipped"
+        else:
+            try:
+                predict_case(predictor, ct_path, case_dir, options, case_id=case_id)
+                status = "done"
+            except (OSError, ValueError) as exc:
+                status = f"failed: {exc}"
+        statuses[case_id] = status
+        if on_case is not None:
+            on_case(case_id, status)
+    return statuses
