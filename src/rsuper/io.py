@@ -107,13 +107,26 @@ def load_nifti(path: str | os.PathLike[str]) -> Volume:
             f"cannot read {path}: the gzip stream is truncated or corrupt ({exc}); re-export or re-copy the file"
         ) from exc
     except (ImageFileError, ValueError, OSError) as exc:
-        raise NiftiReadError(f"cannot read {path} as NIfTI ({type(exc).__name__}: {exc})") from exc
+        raise NiftiReadError(f"cannot read {path} as NIfTI: {_diagnose(path, exc)}") from exc
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
         raise NiftiReadError(f"{path} has shape {array.shape}; rsuper expects a 3D volume")
     header = image.header.copy() if isinstance(image.header, nib.Nifti1Header) else None
     return Volume(np.asarray(array), np.asarray(image.affine, dtype=np.float64), header)
+
+
+def _diagnose(path: Path, exc: Exception) -> str:
+    """Why nibabel could not open ``path``: a short header (truncated file) or the original error."""
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as stream:
+            n_header = len(stream.read(348))
+    except (EOFError, zlib.error, OSError):
+        n_header = 0
+    if n_header < 348:
+        return f"the file is truncated or empty (NIfTI header incomplete: {n_header} of 348 bytes)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def save_nifti(volume: Volume, path: str | os.PathLike[str], dtype: np.dtype | type | str | None = None) -> None:
