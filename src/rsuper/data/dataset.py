@@ -1,0 +1,320 @@
+"""Training samples from the prepared cache: mask cases + report cases (METHOD.md §4).
+
+``collect_training_cases`` splits the cache into mask cases (at least one lesion-channel mask file) and
+report cases (findings without lesion masks; failed extractions are skipped). ``TrainingDataset`` turns a
+key ``(is_report, case_index, seed)`` into one sample, deterministically (so any sample can be re-made
+and resume is exact whatever the worker count). ``MixedBatchSampler`` yields the keys of each step's batch
+with a fixed mask:report mix, different per DDP rank.
+
+A sample is a dict:
+    image (1, X, Y, Z) float32 normalised CT; label, unknown, region (C, X, Y, Z) uint8 (the trainer casts
+    them to float); tumor_volumes_mm3, tumor_diameters_mm (T,) float32, 0-padded, largest first;
+    is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented").
+
+Example:
+    >>> mask_cases, report_cases, skipped = collect_training_cases(cache, findings, classes, ["pancreas"])
+    >>> ds = TrainingDataset(cache, mask_cases, report_cases, classes, (96, 96, 96), spacing_mm=(2, 2, 2))
+    >>> sample = ds[(1, 0, 1234)]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    RandAffined,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from monai.utils import convert_to_tensor
+from torch.utils.data import Dataset, Sampler
+
+from rsuper.anatomy import labels
+from rsuper.data.reportcases import ReportSupervision, build_report_supervision
+from rsuper.data.sampling import CaseIndex, CropChoice, choose_mask_crop, choose_report_crop, crop_padded
+
+IMAGE_FILL = -1.0  # normalised value of air (-991 HU), used beyond the image border
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """One cached case used for training; ``supervision`` is set for report cases."""
+
+    case_id: str
+    classes: tuple[str, ...]
+    supervision: ReportSupervision | None = None
+
+    @property
+    def is_report(self) -> bool:
+        return self.supervision is not None
+
+
+def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
+    """The cache's ``manifest.json`` (contract 3), with a clear error when it is missing."""
+    path = Path(cache_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: build the cache first with `rsuper prepare DATASET --out {cache_dir}`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def collect_training_cases(
+    cache_dir: str | Path,
+    findings: Mapping[str, Any] | None,
+    class_names: Sequence[str],
+    target_organs: Sequence[str],
+    max_tumors: int = 16,
+) -> tuple[list[TrainingCase], list[TrainingCase], list[str]]:
+    """Splits the cache into mask cases and report cases.
+
+    Returns ``(mask_cases, report_cases, skipped)`` where ``skipped`` holds one line per unused case.
+    """
+    manifest = read_manifest(cache_dir)
+    lesion_channels = {c for c in class_names if labels.is_lesion_class(c)}
+    mask_cases: list[TrainingCase] = []
+    report_cases: list[TrainingCase] = []
+    skipped: list[str] = []
+    for case_id, entry in sorted(manifest["cases"].items()):
+        classes = tuple(labels.canonical_class_name(c) for c in entry.get("classes", []))
+        found = (findings or {}).get(case_id)
+        if lesion_channels & set(classes):
+            mask_cases.append(TrainingCase(case_id, classes))
+        elif found is not None and getattr(found, "error", None) is None:
+            sup = build_report_supervision(found, classes, class_names, target_organs, max_tumors)
+            report_cases.append(TrainingCase(case_id, classes, sup))
+        elif found is not None:
+            skipped.append(f"{case_id}: report extraction failed ({found.error})")
+        else:
+            skipped.append(f"{case_id}: no lesion mask and no findings")
+    return mask_cases, report_cases, skipped
+
+
+def build_augmentation(prob_spatial: float = 0.2, prob_intensity: float = 0.15) -> Compose:
+    """MONAI spatial (rotation +-15 deg, scale +-10 %) and intensity (scale, shift, noise) augmentation.
+
+    Keys: ``image`` (bilinear, border padding) and ``targets`` (label/unknown/region/valid stacked,
+    nearest, zero padding). No flips: they would swap left/right classes.
+    """
+    return Compose(
+        [
+            RandAffined(
+                keys=["image", "targets"],
+                prob=prob_spatial,
+                rotate_range=(0.26, 0.26, 0.26),
+                scale_range=(0.1, 0.1, 0.1),
+                mode=("bilinear", "nearest"),
+                padding_mode=("border", "zeros"),
+            ),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=prob_intensity),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=prob_intensity),
+            RandGaussianNoised(keys="image", std=0.02, prob=prob_intensity),
+        ]
+    )
+
+
+def _touches_border(mask: np.ndarray) -> bool:
+    return any(mask.take(i, axis=a).any() for a in range(3) for i in (0, -1))
+
+
+class TrainingDataset(Dataset):
+    """Deterministic sample factory: ``ds[(is_report, case_index, seed)]`` -> sample dict (see module doc)."""
+
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        mask_cases: Sequence[TrainingCase],
+        report_cases: Sequence[TrainingCase],
+        class_names: Sequence[str],
+        patch_size: Sequence[int],
+        spacing_mm: Sequence[float],
+        target_organs: Sequence[str] = ("pancreas", "kidney", "liver"),
+        max_tumors: int = 16,
+        mask_crop_probs: Mapping[str, float] | None = None,
+        report_margin_mm: float = 15.0,
+        report_random_crop_prob: float = 0.1,
+        augment: bool = True,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.cases = (list(mask_cases), list(report_cases))
+        self.class_names = list(class_names)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.spacing_mm = tuple(float(s) for s in spacing_mm)
+        self.max_tumors = int(max_tumors)
+        self.mask_crop_probs = dict(mask_crop_probs or {"tumor": 0.5, "organ": 0.3, "random": 0.2})
+        self.report_margin_mm = report_margin_mm
+        self.report_random_crop_prob = report_random_crop_prob
+        self.tumor_classes = [labels.lesion_class(o) for o in target_organs]
+        self.organ_classes = [c for o in target_organs for c in labels.ORGAN_MASK_CLASSES[o]]
+        self.augmentation = build_augmentation() if augment else None
+        self._loaded: dict[str, tuple[Any, CaseIndex]] = {}  # per worker process
+
+    def __len__(self) -> int:
+        return len(self.cases[0]) + len(self.cases[1])
+
+    def _case(self, case_id: str) -> tuple[Any, CaseIndex]:
+        if case_id not in self._loaded:
+            from rsuper.data.preprocess import load_cached_case
+
+            cached = load_cached_case(self.cache_dir, case_id, mmap=True)
+            self._loaded[case_id] = (cached, CaseIndex.from_masks(cached.masks, max_points=2000))
+        return self._loaded[case_id]
+
+    def choose(self, key: tuple[int, int, int]) -> CropChoice:
+        """The crop decision of a key (what ``__getitem__`` will build)."""
+        is_report, case_idx, seed = key
+        case = self.cases[int(bool(is_report))][case_idx]
+        cached, index = self._case(case.case_id)
+        rng = np.random.default_rng(seed)
+        shape = cached.image.shape
+        if case.supervision is not None:
+            return choose_report_crop(
+                rng, case.case_id, case.supervision, index, shape, self.patch_size, self.spacing_mm,
+                self.organ_classes, self.report_margin_mm, self.report_random_crop_prob,
+            )
+        return choose_mask_crop(
+            rng, case.case_id, index, shape, self.patch_size, self.tumor_classes, self.organ_classes,
+            self.mask_crop_probs,
+        )
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
+        is_report, case_idx, seed = (int(k) for k in key)
+        case = self.cases[int(bool(is_report))][case_idx]
+        cached, _ = self._case(case.case_id)
+        choice = self.choose((is_report, case_idx, seed))
+        image, targets = self._arrays(cached, case, choice)
+        volumes = np.zeros(self.max_tumors, np.float32)
+        diameters = np.zeros(self.max_tumors, np.float32)
+        volumes[: len(choice.volumes_mm3)] = choice.volumes_mm3
+        diameters[: len(choice.diameters_mm)] = choice.diameters_mm
+        augmented = False
+        image_t = torch.from_numpy(image)[None]
+        targets_t = torch.from_numpy(targets)
+        if self.augmentation is not None:
+            image_t, targets_t, augmented = self._augment(image_t, targets_t, seed, choice.group is not None)
+        c = len(self.class_names)
+        label, unknown, region, valid = targets_t[:c], targets_t[c : 2 * c], targets_t[2 * c : 3 * c], targets_t[-1]
+        unknown = torch.maximum(unknown, (1 - valid)[None].expand_as(unknown))
+        return {
+            "image": image_t,
+            "label": label,
+            "unknown": unknown,
+            "region": region,
+            "tumor_volumes_mm3": torch.from_numpy(volumes),
+            "tumor_diameters_mm": torch.from_numpy(diameters),
+            "is_report": bool(case.is_report),
+            "case_id": case.case_id,
+            "choice": json.dumps({**json.loads(choice.to_json()), "augmented": augmented}),
+        }
+
+    def _arrays(self, cached: Any, case: TrainingCase, choice: CropChoice) -> tuple[np.ndarray, np.ndarray]:
+        """Image patch (X, Y, Z) and targets (3C + 1, X, Y, Z) uint8: label, unknown, region, valid."""
+        start, size = choice.start, choice.size
+        c = len(self.class_names)
+        image = crop_padded(np.asarray(cached.image, dtype=np.float32), start, size, IMAGE_FILL)
+        targets = np.zeros((3 * c + 1, *size), np.uint8)
+        targets[-1] = 1
+        crops: dict[str, np.ndarray] = {}
+
+        def crop(name: str) -> np.ndarray:
+            if name not in crops:
+                crops[name] = crop_padded(cached.masks[name], start, size, 0).astype(np.uint8)
+            return crops[name]
+
+        def union(names: Sequence[str]) -> np.ndarray:
+            out = np.zeros(size, np.uint8)
+            for name in names:
+                out |= crop(name)
+            return out
+
+        for ci, name in enumerate(self.class_names):
+            if name in cached.masks:
+                targets[ci] = crop(name)
+            else:
+                targets[c + ci] = 1
+        sup = case.supervision
+        if sup is not None:
+            for ci, name in enumerate(self.class_names):
+                if not labels.is_lesion_class(name):
+                    continue
+                targets[ci] = 0
+                if name in sup.unknown_everywhere:
+                    targets[c + ci] = 1
+                else:
+                    targets[c + ci] = union(sup.unknown.get(name, ()))
+            if choice.group is not None:
+                targets[2 * c + self.class_names.index(choice.lesion_class)] = union(choice.group_classes)
+        return image, targets
+
+    def _augment(
+        self, image: torch.Tensor, targets: torch.Tensor, seed: int, has_region: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Applies the MONAI augmentation; spatial changes that would cut the region are undone."""
+        self.augmentation.set_random_state(seed=seed % (2**32))
+        out = self.augmentation({"image": image, "targets": targets.float()})
+        new_image = convert_to_tensor(out["image"], track_meta=False).float()
+        new_targets = convert_to_tensor(out["targets"], track_meta=False).round().to(torch.uint8)
+        spatial = not torch.equal(new_targets, targets)
+        if spatial and has_region:
+            c = (targets.shape[0] - 1) // 3
+            before = targets[2 * c : 3 * c].amax(0).numpy()
+            after = new_targets[2 * c : 3 * c].amax(0).numpy()
+            if not after.any() or (_touches_border(after) and not _touches_border(before)):
+                # The rotation/zoom moved part of the group out of the patch: keep the intensity changes only.
+                intensity = Compose(self.augmentation.transforms[1:])
+                intensity.set_random_state(seed=seed % (2**32))
+                new_image = convert_to_tensor(intensity({"image": image})["image"], track_meta=False).float()
+                return new_image, targets, False
+        return new_image, new_targets, spatial
+
+
+class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """Yields one batch of dataset keys per step: ``batch_size`` keys with a fixed mask:report mix.
+
+    Each step ``s`` of rank ``r`` draws from ``numpy.random.default_rng([seed, s, r])``, so ranks see
+    different samples (DistributedSampler semantics) and a run resumed at step ``s`` sees exactly the
+    batches an uninterrupted run would. Per batch, ``floor(batch_size x report_fraction + u)`` samples
+    (u uniform in [0, 1)) are report samples, so the expected share is ``report_fraction``.
+    """
+
+    def __init__(
+        self,
+        n_mask: int,
+        n_report: int,
+        batch_size: int,
+        report_fraction: float,
+        steps: int,
+        seed: int = 0,
+        rank: int = 0,
+        start_step: int = 0,
+    ) -> None:
+        if n_mask == 0 and (n_report == 0 or report_fraction == 0):
+            raise ValueError("no training cases: need mask cases (stage 1) or report cases with report_fraction > 0")
+        self.n_mask, self.n_report = n_mask, n_report
+        self.batch_size, self.report_fraction = batch_size, report_fraction if n_report else 0.0
+        self.steps, self.seed, self.rank, self.start_step = steps, seed, rank, start_step
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start_step, 0)
+
+    def batch_keys(self, step: int) -> list[tuple[int, int, int]]:
+        """The keys of one step's batch on this rank."""
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        n_rep = int(np.floor(self.batch_size * self.report_fraction + rng.random()))
+        n_rep = self.batch_size if self.n_mask == 0 else min(n_rep, self.batch_size)
+        keys = []
+        for i in range(self.batch_size):
+            is_report = int(i < n_rep)
+            pool = self.n_report if is_report else self.n_mask
+            keys.append((is_report, int(rng.integers(pool)), int(rng.integers(2**62))))
+        return keys
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        for step in range(self.start_step, self.steps):
+            yield self.batch_keys(step)

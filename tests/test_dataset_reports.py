@@ -1,0 +1,200 @@
+"""Report supervision and report samples (METHOD.md §4): groups, unknown, region, crops, healthy cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import make_cache, organ_masks
+
+from rsuper.config import default_class_names
+from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
+from rsuper.data.reportcases import build_report_supervision
+from rsuper.data.sampling import CaseIndex, group_start_range
+from rsuper.reports.schema import CaseFindings, Lesion, volume_from_diameters
+
+CLASSES = default_class_names()
+TARGETS = ["pancreas", "kidney", "liver"]
+ALL_MASKS = set(organ_masks())
+
+
+def _sup(lesions, classes=CLASSES, targets=TARGETS, available=ALL_MASKS, max_tumors=16):
+    return build_report_supervision(CaseFindings(case_id="c", lesions=lesions), available, classes, targets, max_tumors)
+
+
+def test_linked_subsegments_form_one_group_with_summed_volume():
+    sup = _sup(
+        [
+            Lesion(organ="pancreas", location=["body", "tail"], size_mm=[11, 10]),
+            Lesion(organ="pancreas", location=["tail"], size_mm=[20]),
+            Lesion(organ="pancreas", location=["head"], size_mm=[5]),
+        ]
+    )
+    groups = {g.mask_classes: g for g in sup.groups}
+    assert set(groups) == {("pancreas_body", "pancreas_tail"), ("pancreas_head",)}
+    body_tail = groups[("pancreas_body", "pancreas_tail")]
+    assert body_tail.usable and not body_tail.organ_level
+    assert body_tail.total_volume_mm3 == pytest.approx(604.8 + 4188.8, abs=0.1)  # METHOD.md §10
+    assert body_tail.volumes_mm3[0] > body_tail.volumes_mm3[1]  # largest first
+    assert body_tail.diameters_mm == (20.0, 11.0)
+    assert set(sup.unknown["pancreatic_lesion"]) == {"pancreas_head", "pancreas_body", "pancreas_tail"}
+
+
+def test_unknown_size_or_multiple_or_unlocated_rules():
+    sup = _sup([Lesion(organ="pancreas", location=["tail"], size_mm=None)])
+    assert [g.usable for g in sup.groups] == [False]
+    sup = _sup([Lesion(organ="kidney", location=["left"], multiple=True)])
+    assert sup.groups[0].mask_classes == ("kidney_left",) and not sup.groups[0].usable
+    # One unlocated tumor makes the whole organ one organ-level group, usable when all sizes are known.
+    sup = _sup(
+        [Lesion(organ="liver", location=["segment 7"], size_mm=[10]), Lesion(organ="liver", location=[], size_mm=[20])]
+    )
+    (group,) = sup.groups
+    assert group.organ_level and group.usable and group.mask_classes == ("liver",)
+    assert group.total_volume_mm3 == pytest.approx(volume_from_diameters([10]) + volume_from_diameters([20]))
+    assert sup.unknown["liver_lesion"] == ("liver",)
+
+
+def test_non_target_organ_is_unknown_not_negative_and_not_usable():
+    sup = _sup([Lesion(organ="kidney", location=["left"], size_mm=[15])], targets=["pancreas"])
+    (group,) = sup.groups
+    assert not group.usable and "not a target" in group.reason
+    assert sup.unknown["kidney_lesion"] == ("kidney_left",)
+
+
+def test_missing_organ_mask_makes_channel_unknown_everywhere():
+    sup = _sup([Lesion(organ="kidney", location=["left"], size_mm=[15])], available=ALL_MASKS - {"kidney_right"})
+    assert sup.unknown_everywhere == {"kidney_lesion"} and not sup.groups
+
+
+def test_many_tumors_never_crash_and_respect_max():
+    many = [Lesion(organ="pancreas", location=["head"], size_mm=[4 + k]) for k in range(25)]
+    assert _sup(many, max_tumors=16).groups[0].reason.startswith("25 tumors")
+    assert _sup(many[:12], max_tumors=16).groups[0].usable
+
+
+def test_group_start_range_keeps_margin_where_it_fits():
+    box = ((10, 10, 10), (20, 20, 20))
+    ranges = group_start_range(box, (100, 100, 100), (32, 32, 32), (5, 5, 5))
+    assert ranges == [(0, 5)] * 3
+    # Margin does not fit: bare box; box does not fit: None.
+    assert group_start_range(box, (100,) * 3, (12, 12, 12), (5, 5, 5)) == [(8, 10)] * 3
+    assert group_start_range(box, (100,) * 3, (8, 8, 8), (5, 5, 5)) is None
+
+
+@pytest.fixture(scope="module")
+def report_data(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    findings = make_cache(cache)
+    mask_cases, report_cases, skipped = collect_training_cases(cache, findings, CLASSES, TARGETS)
+    ds = TrainingDataset(
+        cache, mask_cases, report_cases, CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, augment=False,
+        report_random_crop_prob=0.0,
+    )
+    return cache, ds, skipped
+
+
+def _report_index(ds, case_id):
+    return [c.case_id for c in ds.cases[1]].index(case_id)
+
+
+def test_cases_are_split_into_mask_and_report(report_data):
+    _, ds, skipped = report_data
+    assert [c.case_id for c in ds.cases[0]] == ["m0", "m1"]
+    assert {c.case_id for c in ds.cases[1]} == {"r_multi", "r_healthy", "r_many", "r_unsized"}
+    assert not skipped
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_report_sample_unknown_region_volumes(report_data, seed):
+    cache, ds, _ = report_data
+    sample = ds[(1, _report_index(ds, "r_multi"), seed)]
+    choice = json.loads(sample["choice"])
+    label, unknown, region = (sample[k].numpy() for k in ("label", "unknown", "region"))
+    c = CLASSES.index
+    assert label[[c("liver_lesion"), c("pancreatic_lesion"), c("kidney_lesion")]].sum() == 0
+    start = np.array(choice["start"])
+    masks = {n: np.load(cache / "r_multi" / "masks" / f"{n}.npy") for n in ALL_MASKS}
+
+    def patch(mask):
+        return mask[tuple(slice(s, s + 32) for s in start)]
+
+    # Every tumor-bearing sub-segment inside the patch is unknown in its lesion channel.
+    np.testing.assert_array_equal(unknown[c("pancreatic_lesion")], patch(masks["pancreas_body"] | masks["pancreas_tail"]))
+    np.testing.assert_array_equal(unknown[c("kidney_lesion")], patch(masks["kidney_left"]))
+    np.testing.assert_array_equal(unknown[c("liver_lesion")], patch(masks["liver"]))  # location unknown
+    assert choice["kind"] == "group"  # the pancreas body/tail group or the left kidney group
+    group_mask = np.zeros_like(masks["liver"])
+    for name in choice["group_classes"]:
+        group_mask |= masks[name]
+    # The crop never cuts the chosen group, and region is exactly the group in its lesion channel.
+    assert patch(group_mask).sum() == group_mask.sum()
+    ch = c(choice["lesion_class"])
+    np.testing.assert_array_equal(region[ch], patch(group_mask))
+    assert region.sum() == region[ch].sum()
+    expected = {"pancreatic_lesion": volume_from_diameters([11, 10]), "kidney_lesion": volume_from_diameters([8])}
+    assert sample["tumor_volumes_mm3"].sum().item() == pytest.approx(expected[choice["lesion_class"]], rel=1e-5)
+    assert sample["tumor_volumes_mm3"].shape == (16,)
+
+
+def test_healthy_report_case_has_known_negative_lesions(report_data):
+    _, ds, _ = report_data
+    for seed in range(3):
+        sample = ds[(1, _report_index(ds, "r_healthy"), seed)]
+        for name in ("liver_lesion", "pancreatic_lesion", "kidney_lesion"):
+            assert sample["unknown"][CLASSES.index(name)].sum() == 0
+        assert sample["region"].sum() == 0 and json.loads(sample["choice"])["group"] is None
+
+
+def test_unsized_tumor_gives_no_region_but_unknown_tail(report_data):
+    _, ds, _ = report_data
+    sample = ds[(1, _report_index(ds, "r_unsized"), 0)]
+    assert json.loads(sample["choice"])["group"] is None and sample["region"].sum() == 0
+    assert sample["tumor_volumes_mm3"].sum() == 0
+
+
+def test_twelve_tumor_group_volumes(report_data):
+    _, ds, _ = report_data
+    sample = ds[(1, _report_index(ds, "r_many"), 3)]
+    vols = sample["tumor_volumes_mm3"].numpy()
+    assert (vols > 0).sum() == 12
+    assert vols.sum() == pytest.approx(sum(volume_from_diameters([4 + 0.1 * k]) for k in range(12)), rel=1e-5)
+
+
+def test_mask_sample_and_sampler_mix(report_data):
+    _, ds, _ = report_data
+    sample = ds[(0, 0, 5)]
+    assert sample["image"].shape == (1, 32, 32, 32) and sample["label"].shape == (len(CLASSES), 32, 32, 32)
+    assert sample["is_report"] is False and sample["region"].sum() == 0
+    sampler = MixedBatchSampler(2, 4, batch_size=2, report_fraction=0.5, steps=20, seed=1)
+    batches = list(sampler)
+    assert len(batches) == 20 and all(sorted(k[0] for k in b) == [0, 1] for b in batches)
+    assert list(MixedBatchSampler(2, 4, 2, 0.5, steps=20, seed=1, start_step=15)) == batches[15:]
+    other_rank = list(MixedBatchSampler(2, 4, 2, 0.5, steps=20, seed=1, rank=1))
+    assert other_rank != batches
+
+
+def test_case_index_boxes():
+    index = CaseIndex.from_masks({"a": np.pad(np.ones((2, 3, 4), np.uint8), 1), "b": np.zeros((4, 5, 6), np.uint8)})
+    assert index.boxes == {"a": ((1, 1, 1), (3, 4, 5))} and index.union_box(["b"]) is None
+
+
+def test_augmentation_never_cuts_the_group(report_data):
+    cache, plain, _ = report_data
+    ds = TrainingDataset(cache, plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
+        report_random_crop_prob=0.0,
+    )
+    ds.augmentation.transforms[0].prob = 1.0  # always rotate/zoom
+    index = _report_index(ds, "r_multi")
+    augmented = 0
+    for seed in range(8):
+        sample = ds[(1, index, seed)]
+        choice = json.loads(sample["choice"])
+        augmented += choice["augmented"]
+        region = sample["region"].amax(0).numpy()
+        assert region.sum() > 0
+        assert not any(region.take(i, axis=a).any() for a in range(3) for i in (0, -1)) or not choice["augmented"]
+        assert sample["image"].dtype == torch.float32 and sample["unknown"].dtype == torch.uint8
+    assert augmented > 0

@@ -1,0 +1,101 @@
+"""Tiny prepared caches (contract 3 format) and findings for the dataset and trainer tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rsuper.io import CT_NORMALISATION
+from rsuper.reports.schema import CaseFindings, Lesion
+
+SHAPE = (40, 40, 40)
+SPACING_MM = (2.0, 2.0, 2.0)
+
+
+def _box(lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1
+    return mask
+
+
+def _ball(center: tuple[int, int, int], radius_vox: float) -> np.ndarray:
+    grid = np.indices(SHAPE).astype(np.float32)
+    dist2 = sum((grid[i] - center[i]) ** 2 for i in range(3))
+    return (dist2 <= radius_vox**2).astype(np.uint8)
+
+
+def organ_masks() -> dict[str, np.ndarray]:
+    """Box organs: liver, pancreas split in head/body/tail along x, two kidneys, spleen."""
+    masks = {
+        "liver": _box((2, 4, 20), (16, 20, 36)),
+        "pancreas_head": _box((4, 22, 14), (12, 28, 20)),
+        "pancreas_body": _box((12, 22, 14), (20, 28, 20)),
+        "pancreas_tail": _box((20, 22, 14), (28, 28, 20)),
+        "kidney_right": _box((4, 30, 4), (10, 38, 14)),
+        "kidney_left": _box((30, 30, 4), (36, 38, 14)),
+        "spleen": _box((28, 4, 22), (36, 12, 32)),
+    }
+    masks["pancreas"] = masks["pancreas_head"] | masks["pancreas_body"] | masks["pancreas_tail"]
+    return masks
+
+
+def write_case(cache: Path, case_id: str, masks: dict[str, np.ndarray], seed: int) -> None:
+    """Writes ct.npy, masks/<class>.npy and meta.json of one case."""
+    rng = np.random.default_rng(seed)
+    ct = rng.normal(-0.2, 0.05, SHAPE).astype(np.float32)
+    for name, mask in masks.items():
+        ct[mask > 0] += 0.3 if name.endswith("_lesion") else 0.15
+    folder = cache / case_id
+    (folder / "masks").mkdir(parents=True)
+    np.save(folder / "ct.npy", ct)
+    for name, mask in masks.items():
+        np.save(folder / "masks" / f"{name}.npy", mask.astype(np.uint8))
+    affine = np.diag([*SPACING_MM, 1.0]).tolist()
+    meta = {"spacing_mm": list(SPACING_MM), "affine": affine, "original_shape": list(SHAPE), "source": {}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def make_cache(cache: Path, n_mask: int = 2) -> dict[str, CaseFindings]:
+    """Mask cases m0.. (a liver and a pancreatic tumor) and four report cases; returns the findings.
+
+    Report cases: r_multi (pancreatic tumor spanning body/tail + a left kidney tumor + a liver tumor of
+    unknown size and location), r_healthy (no lesion), r_many (12 tumors in the pancreatic head), r_unsized
+    (a pancreatic tumor with no size in the tail).
+    """
+    cases: dict[str, list[str]] = {}
+    for i in range(n_mask):
+        masks = organ_masks()
+        masks["liver_lesion"] = _ball((8 + i, 12, 28), 3)
+        masks["pancreatic_lesion"] = _ball((16, 25, 17), 2)
+        masks["kidney_lesion"] = np.zeros(SHAPE, np.uint8)
+        write_case(cache, f"m{i}", masks, seed=i)
+        cases[f"m{i}"] = sorted(masks)
+    for i, case_id in enumerate(["r_multi", "r_healthy", "r_many", "r_unsized"]):
+        masks = organ_masks()
+        write_case(cache, case_id, masks, seed=100 + i)
+        cases[case_id] = sorted(masks)
+    manifest = {
+        "spacing_mm": list(SPACING_MM),
+        "orientation": "RAS",
+        "normalisation": CT_NORMALISATION,
+        "cases": {c: {"dir": c, "classes": classes, "shape": list(SHAPE)} for c, classes in cases.items()},
+    }
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    many = [Lesion(organ="pancreas", location=["head"], size_mm=[4 + 0.1 * k]) for k in range(12)]
+    return {
+        "r_multi": CaseFindings(
+            case_id="r_multi",
+            lesions=[
+                Lesion(organ="pancreas", location=["body", "tail"], size_mm=[11, 10]),
+                Lesion(organ="kidney", location=["left"], size_mm=[8]),
+                Lesion(organ="liver", location=[], size_mm=None),
+            ],
+        ),
+        "r_healthy": CaseFindings(case_id="r_healthy", lesions=[]),
+        "r_many": CaseFindings(case_id="r_many", lesions=many),
+        "r_unsized": CaseFindings(
+            case_id="r_unsized", lesions=[Lesion(organ="pancreas", location=["tail"], size_mm=None)]
+        ),
+    }
