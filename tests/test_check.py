@@ -144,3 +144,21 @@ def test_unknown_layout_is_blocking(tmp_path):
     result = runner.invoke(app, ["check", str(tmp_path / "empty")], terminal_width=240)
     assert result.exit_code == 1
     assert "no cases found" in result.output
+
+
+def test_nnunet_label_map_values_are_checked_against_dataset_json(tmp_path):
+    rng = np.random.default_rng(4)
+    root = tmp_path / "Dataset001"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "pancreas": 2}}))
+    for case, bad_value in (("ok", 2), ("bad", 7)):
+        ct = rng.normal(40, 20, SHAPE)
+        ct[:4] = -1000
+        save_nifti(Volume(ct.astype(np.int16), AFFINE), root / "imagesTr" / f"{case}_0000.nii.gz")
+        label_map = np.zeros(SHAPE, np.uint8)
+        label_map[2:6, 2:6, 2:6] = 1
+        label_map[10:12, 10:12, 10:12] = bad_value
+        save_nifti(Volume(label_map, AFFINE), root / "labelsTr" / f"{case}.nii.gz")
+    problems = check_dataset(root)
+    assert [(p.case_id, p.kind) for p in problems] == [("bad", "non_binary")]
+    assert "[7]" in problems[0].message
