@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +120,8 @@ def read_label_map(path: str | os.PathLike[str], task: str | None = None) -> tup
 
 def collect_masks(
     case: Case,
-    ml_paths: list[Path] = (),  # type: ignore[assignment]
-    masks_dirs: list[Path] = (),  # type: ignore[assignment]
+    ml_paths: Sequence[Path] = (),
+    masks_dirs: Sequence[Path] = (),
     ml_task: str | None = None,
 ) -> OrganMasks:
     """Reads every source of one case onto its CT grid (see the module docstring for the priority)."""
@@ -201,8 +202,8 @@ def case_is_done(out_dir: str | os.PathLike[str], case_id: str) -> bool:
 def process_case(
     case: Case,
     out_dir: str | os.PathLike[str],
-    ml_paths: list[Path] = (),  # type: ignore[assignment]
-    masks_dirs: list[Path] = (),  # type: ignore[assignment]
+    ml_paths: Sequence[Path] = (),
+    masks_dirs: Sequence[Path] = (),
     ml_task: str | None = None,
     classes: tuple[str, ...] | list[str] | None = DEFAULT_CLASSES,
     boundaries: tuple[float, float] = subsegments.PANCREAS_BOUNDARIES,
@@ -219,7 +220,7 @@ def process_case(
         boundaries: pancreas head/body and body/tail centre-line fractions.
         preview: also write ``out_dir/<case>/preview.png``.
     """
-    organs = collect_masks(case, list(ml_paths), list(masks_dirs), ml_task)
+    organs = collect_masks(case, ml_paths, masks_dirs, ml_task)
     derived = derive_subsegments(organs, boundaries)
     wanted = sorted(organs.masks) if classes is None else [c for c in classes if c in organs.masks]
     organs.warnings.extend(empty_mask_warnings(organs, wanted))
