@@ -72,6 +72,7 @@ def _batch(dtype: torch.dtype = torch.float32):
 
 def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     final, aux, batch = _batch()
+    final, aux = final.detach(), aux.detach()
     out = ReportSupervisedLoss(ISO, report_weight=0.1)(final, aux, batch)
     assert set(out) == {"total", "seg_final", "seg_aux", "ball", "volume"}
     args = (batch["unknown"], ISO)
