@@ -1,7 +1,104 @@
-"""`rsuper evaluate` command(s)."""
+"""`rsuper evaluate`: CT-level detection, DSC/NSD and lesion-level metrics; comparison of two models."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rsuper.evaluate.compare import compare_predictions
+from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+
+console = Console(stderr=True)
+
+
+def _print_table(title: str, frame: pd.DataFrame, columns: list[str]) -> None:
+    if not len(frame):
+        return
+    table = Table(title=title)
+    cols = [c for c in columns if c in frame.columns]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("organ", "metric") else "right")
+    for record in frame[cols].to_dict("records"):
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in record.values()))
+    Console().print(table)
+
+
+def _read_ids(path: Path | None) -> set[str] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise typer.BadParameter(f"--val-ids file not found: {path} (one case id per line)")
+    ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    if not ids:
+        raise typer.BadParameter(f"--val-ids file {path} lists no case ids")
+    return ids
 
 
 def register(app: typer.Typer) -> None:
-    """Adds the `evaluate` command(s) to the rsuper app."""
+    """Adds the `evaluate` command to the rsuper app."""
+
+    @app.command("evaluate")
+    def evaluate(
+        pred: Path = typer.Option(None, "--pred", help="Prediction folder (OUT of rsuper predict)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder for tables, figures and report.html."),
+        reports: Path = typer.Option(None, "--reports", help="tumors.csv or cases.csv (report facts) as truth."),
+        masks: Path = typer.Option(None, "--masks", help="True masks: DIR/<case>/segmentations/<lesion>.nii.gz."),
+        compare: tuple[Path, Path] | None = typer.Option(None, "--compare", help="Two prediction folders A B."),
+        names: tuple[str, str] | None = typer.Option(None, "--names", help="Display names of A and B."),
+        images: Path = typer.Option(None, "--images", help="CTs (DIR/<case>/ct.nii.gz) for comparison overlays."),
+        val_ids: Path = typer.Option(None, "--val-ids", help="File of validation case ids: operating point = best F1 there."),
+        volume_threshold: float = typer.Option(None, "--volume-threshold", help="Fixed CT-level volume threshold (mm^3)."),
+        nsd_tolerance: float = typer.Option(2.0, "--nsd-tolerance", min=0.0, help="NSD tolerance in mm."),
+        bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for 95% CIs."),
+        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    ) -> None:
+        """Sensitivity/specificity/F1/AUROC per organ vs reports (or masks), DSC and NSD, lesion matching.
+
+        A CT is positive for an organ when its report lists a lesion there; the prediction is positive when
+        the predicted tumor volume after a light opening is >= the volume threshold (fixed, best F1 on
+        --val-ids, or any tumor). 95% bootstrap CIs over CTs. --compare A B evaluates two models and writes
+        a side-by-side table, bar/ROC charts, overlays of the largest disagreements and one HTML report.
+        Every figure has its CSV beside it. See docs/predict_evaluate.md.
+
+        Example: rsuper evaluate --compare preds/masks preds/rsuper --names masks-only R-Super --reports gold/tumors.csv --masks data/truth --images data/test --out eval/cmp
+        """
+        if reports is None and masks is None:
+            console.print("[red]error:[/red] give --reports (tumors.csv/cases.csv) and/or --masks (true lesion masks)")
+            raise typer.Exit(2)
+        comparing = compare is not None
+        if comparing == (pred is not None):
+            console.print("[red]error:[/red] give either --pred DIR or --compare A B")
+            raise typer.Exit(2)
+        settings = EvaluationSettings(volume_threshold_mm3=volume_threshold, val_ids=_read_ids(val_ids),
+                                      nsd_tolerance_mm=nsd_tolerance, n_bootstrap=bootstrap, seed=seed)
+        with Progress(TextColumn("[bold]evaluate[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("", total=None)
+
+            def tick(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            try:
+                if comparing:
+                    table = compare_predictions(compare, out, reports, masks, names, images, settings, tick)
+                else:
+                    result = evaluate_predictions(pred, out, reports, masks, settings, progress=tick)
+            except (FileNotFoundError, ValueError) as exc:
+                progress.stop()
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from None
+        if comparing:
+            _print_table("A vs B", table, list(table.columns))
+        else:
+            _print_table("CT-level detection", result.detection,
+                         ["organ", "n", "positives", "volume_threshold_mm3", "sensitivity", "specificity", "f1",
+                          "auroc"])
+            _print_table(f"Voxel overlap (NSD at {nsd_tolerance} mm)", result.overlap,
+                         ["organ", "cases", "dsc_mean", "nsd_mean", "dsc_mean_tumor_cases"])
+            _print_table("Lesion level", result.lesions, list(result.lesions.columns))
+        console.print(f"[green]written[/green] {out}/report.html")
