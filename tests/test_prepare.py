@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rsuper.cli import app
 from rsuper.data.preprocess import load_cached_case, load_manifest, parse_spacing, prepare_dataset
-from rsuper.io import CT_NORMALISATION, Volume, normalize_ct, save_nifti
+from rsuper.io import CT_NORMALISATION, Volume, normalize_ct, resample_to_grid, save_nifti
 
 runner = CliRunner()
 # LPS-oriented, anisotropic grid: (2, 2, 4) mm.
@@ -77,6 +77,11 @@ def test_cache_contents_geometry_and_mmap(tmp_path):
     assert meta["original"]["shape"] == list(SHAPE) and meta["original"]["orientation"] == "LPS"
     np.testing.assert_allclose(meta["original"]["affine"], AFFINE)
     assert meta["sources"]["masks"]["spleen"]["path"].endswith("organs/case_0/segmentations/spleen.nii.gz")
+    # back onto the original LPS grid through the affines gives the original mask exactly
+    back = resample_to_grid(Volume(np.asarray(case.masks["liver"]), case.affine), SHAPE, AFFINE, order=0)
+    original = np.zeros(SHAPE, np.uint8)
+    original[6:14, 6:16, 3:9] = 1
+    np.testing.assert_array_equal(back.array, original)
     plain = load_cached_case(cache, "case_0", mmap=False)
     assert not isinstance(plain.image, np.memmap)
     with pytest.raises(FileNotFoundError, match="case_9"):
