@@ -46,6 +46,7 @@ from rsuper.atomic import write_json_atomic
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
+from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
 
 THRESHOLD = 0.5
 GATING_DILATION_MM = 3.0
@@ -67,8 +68,6 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", use_ema: bool = True) -> Predictor:
         """Loads ``path`` (an rsuper checkpoint) onto ``device`` ("cpu", "cuda", "cuda:1")."""
-        from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
-
         dev = resolve_device(device)
         payload = load_checkpoint(path)
         norm = payload.get("normalisation")
