@@ -1,7 +1,86 @@
-"""`rsuper models` command(s)."""
+"""`rsuper models` (list the network registry) and `rsuper convert-checkpoint` (R-Super -> rsuper)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds the `models` command(s) to the rsuper app."""
+    """Adds the `models` and `convert-checkpoint` commands to the rsuper app."""
+
+    @app.command("models")
+    def models() -> None:
+        """List the networks that `rsuper train` can build (name, description, input multiple).
+
+        Any network returning (final logits, deep-supervision logits) can be added with
+        `rsuper.models.register_model` or named as `package.module:factory`; see docs/models.md.
+
+        Example: rsuper models
+        """
+        from rsuper.models.registry import available_models, build_model
+
+        table = Table("name", "input multiple", "description")
+        for name, description in available_models().items():
+            table.add_row(name, str(build_model(name, 1, 2).size_divisor), description)
+        Console().print(table)
+
+    @app.command("convert-checkpoint")
+    def convert_checkpoint(
+        source: Path = typer.Argument(..., metavar="RSUPER_CKPT", help="R-Super MedFormer checkpoint (.pth/.pt)."),
+        out: Path = typer.Argument(..., metavar="OUT.pt", help="rsuper checkpoint to write (for `rsuper predict`)."),
+        classes: str = typer.Option(
+            "42", "--classes", help="Output class list: 42, 26 (R-Super's lists) or a text file, one name per line."
+        ),
+        use_ema: bool = typer.Option(True, "--use-ema/--no-ema", help="EMA weights (default) or the raw weights."),
+        spacing: str = typer.Option(
+            "1,1,1", "--spacing", help="Spacing in mm the network was trained at (R-Super: 1 mm isotropic)."
+        ),
+        patch: str = typer.Option("128,128,128", "--patch", help="Sliding-window patch size in voxels."),
+        trust_checkpoint: bool = typer.Option(
+            False, "--trust-checkpoint",
+            help="Allow unpickling a whole model object (R-Super DDP checkpoints). Runs code from the file: "
+                 "only for files from a source you trust.",
+        ),
+    ) -> None:
+        """Convert an R-Super MedFormer checkpoint into an rsuper checkpoint (weights + class list +
+        config + spacing), loading the weights strictly into rsuper's MedFormer. The input is not modified.
+
+        Example: rsuper convert-checkpoint rsuper_medformer.pth models/rsuper_26.pt --classes 26 --spacing 1
+        """
+        from rsuper.data.preprocess import parse_spacing
+        from rsuper.models.convert import convert_rsuper_checkpoint, load_class_list
+
+        try:
+            spacing_mm = parse_spacing(spacing)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--spacing") from None
+        try:
+            patch_size = [int(p) for p in patch.replace("x", ",").split(",")]
+            if len(patch_size) != 3 or min(patch_size) < 1:
+                raise ValueError
+        except ValueError:
+            raise typer.BadParameter(f"give three positive integers, got {patch!r}", param_hint="--patch") from None
+        try:
+            class_names = load_class_list(classes)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                payload = convert_rsuper_checkpoint(
+                    source, out, class_names, use_ema=use_ema, spacing_mm=spacing_mm, patch_size=patch_size,
+                    trust_checkpoint=trust_checkpoint,
+                )
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        for warning in caught:
+            console.print(f"[yellow]warning:[/yellow] {warning.message}")
+        console.print(
+            f"wrote {out}: {payload['model']['name']}, {len(class_names)} classes, "
+            f"weights {payload['config']['weights']}, spacing {payload['spacing_mm']} mm, patch {payload['patch_size']}"
+        )

@@ -1,0 +1,186 @@
+"""rsuper checkpoints: a plain dict (loadable with ``weights_only=True``) holding weights and everything
+``rsuper predict`` needs (model name/kwargs, class list, spacing, patch size, orientation, normalisation).
+
+Example:
+    >>> payload = make_payload("medformer_small", 1, class_names, spacing_mm=(2, 2, 2),
+    ...                        patch_size=(64, 64, 64), state_dict=model.state_dict())
+    >>> save_checkpoint("runs/final.pt", payload)
+    >>> model = model_from_checkpoint(load_checkpoint("runs/final.pt"))
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rsuper import __version__
+from rsuper.atomic import atomic_path
+from rsuper.models.registry import build_model
+
+FORMAT = "rsuper-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "model", "class_names", "spacing_mm", "patch_size", "state_dict")
+_MAX_LISTED = 12
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or payload that cannot be used (the message names the file/keys and the fix)."""
+
+
+def make_payload(
+    model_name: str,
+    in_channels: int,
+    class_names: Sequence[str],
+    spacing_mm: Sequence[float],
+    patch_size: Sequence[int],
+    state_dict: Mapping[str, torch.Tensor],
+    model_kwargs: Mapping[str, Any] | None = None,
+    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
+    training: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assembles a contract-8 payload (tensors are detached and moved to CPU)."""
+    from rsuper.io import CT_NORMALISATION
+
+    def cpu(sd: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        return None if sd is None else {k: v.detach().cpu() for k, v in sd.items()}
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rsuper_version": __version__,
+        "model": {
+            "name": model_name,
+            "in_channels": int(in_channels),
+            "num_classes": len(class_names),
+            "kwargs": dict(model_kwargs or {}),
+        },
+        "class_names": list(class_names),
+        "spacing_mm": [float(s) for s in spacing_mm],
+        "patch_size": [int(s) for s in patch_size],
+        "orientation": "RAS",
+        "normalisation": dict(CT_NORMALISATION),
+        "state_dict": cpu(state_dict),
+        "ema_state_dict": cpu(ema_state_dict),
+        "training": dict(training) if training is not None else None,
+        "config": dict(config) if config is not None else None,
+    }
+
+
+def validate_payload(payload: Any, source: str = "payload") -> None:
+    """Raises :class:`CheckpointError` unless ``payload`` is a usable contract-8 dict."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        kind = f"a dict with keys {sorted(payload)[:8]}" if isinstance(payload, dict) else type(payload).__name__
+        hint = (
+            " It looks like an R-Super checkpoint: convert it with `rsuper convert-checkpoint`."
+            if isinstance(payload, dict) and "model_state_dict" in payload
+            else ""
+        )
+        raise CheckpointError(f"{source} is not an rsuper checkpoint (got {kind}).{hint}")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source} has format_version {payload.get('format_version')!r}; this rsuper {__version__} reads "
+            f"version {FORMAT_VERSION}. Use the rsuper version that wrote it (rsuper_version="
+            f"{payload.get('rsuper_version')!r}) or re-convert it."
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"{source} lacks the required entries {missing}")
+    model = payload["model"]
+    if not isinstance(model, dict) or "name" not in model or "num_classes" not in model:
+        raise CheckpointError(f"{source}: 'model' must be a dict with 'name', 'in_channels', 'num_classes', 'kwargs'")
+    if len(payload["class_names"]) != model["num_classes"]:
+        raise CheckpointError(
+            f"{source}: {len(payload['class_names'])} class names but model.num_classes={model['num_classes']}"
+        )
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Validates ``payload`` and writes it atomically with ``torch.save``; returns the path."""
+    validate_payload(payload, "payload to save")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Reads an rsuper checkpoint with ``weights_only=True`` (no code execution) and validates it."""
+    src = Path(path)
+    if not src.is_file():
+        raise CheckpointError(f"checkpoint {src} is not a file")
+    try:
+        payload = torch.load(src, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not is_weights_only_refusal(err):
+            raise CheckpointError(f"cannot read checkpoint {src} (not a torch file?): {first_line(err)}") from err
+        raise CheckpointError(
+            f"{src} holds pickled Python objects, not an rsuper checkpoint (refused with weights_only=True). "
+            "An R-Super checkpoint must first be converted: `rsuper convert-checkpoint`."
+        ) from err
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError/KeyError/EOFError... on bad files
+        raise CheckpointError(
+            f"cannot read checkpoint {src} (truncated or not a torch file?): {first_line(err)}"
+        ) from err
+    validate_payload(payload, str(src))
+    return payload
+
+
+def is_weights_only_refusal(err: BaseException) -> bool:
+    """True when ``torch.load(weights_only=True)`` refused a readable file because it holds objects."""
+    return isinstance(err, pickle.UnpicklingError) and "weights only load failed" in str(err).lower()
+
+
+def first_line(err: BaseException) -> str:
+    """``TypeName: first line of the message`` for error reports."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state_dict") -> None:
+    """Loads ``state_dict`` into ``model`` requiring identical keys and shapes; errors name every mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_listed(shapes)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not match {type(model).__name__}: " + "; ".join(problems)
+            + ". Check the model name/kwargs and the number of classes."
+        )
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def model_from_checkpoint(
+    payload: dict[str, Any], use_ema: bool = True, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """Builds the payload's network and loads its EMA weights (when present and ``use_ema``) strictly."""
+    validate_payload(payload)
+    spec = payload["model"]
+    model = build_model(spec["name"], spec.get("in_channels", 1), spec["num_classes"], **spec.get("kwargs", {}))
+    ema = payload.get("ema_state_dict")
+    state_dict, which = (ema, "ema_state_dict") if use_ema and ema is not None else (payload["state_dict"], "state_dict")
+    load_state_dict_strict(model, state_dict, f"checkpoint {which}")
+    return model.to(map_location)
