@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rsuper.io import CT_NORMALISATION
 from rsuper.reports.schema import CaseFindings, Lesion
@@ -53,7 +54,10 @@ def write_case(cache: Path, case_id: str, masks: dict[str, np.ndarray], seed: in
     for name, mask in masks.items():
         np.save(folder / "masks" / f"{name}.npy", mask.astype(np.uint8))
     affine = np.diag([*SPACING_MM, 1.0]).tolist()
-    meta = {"spacing_mm": list(SPACING_MM), "affine": affine, "original_shape": list(SHAPE), "source": {}}
+    meta = {
+        "case_id": case_id, "shape": list(SHAPE), "affine": affine, "orientation": "RAS",
+        "spacing_mm": list(SPACING_MM), "classes": sorted(masks),
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
@@ -99,3 +103,28 @@ def make_cache(cache: Path, n_mask: int = 2) -> dict[str, CaseFindings]:
             case_id="r_unsized", lesions=[Lesion(organ="pancreas", location=["tail"], size_mm=None)]
         ),
     }
+
+
+class TinyNet(torch.nn.Module):
+    """A (final, aux) network small enough for CPU tests: two 3^3 convs, a 1/2-resolution aux head."""
+
+    size_divisor = 2
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv3d(in_channels, width, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv3d(width, width, 3, padding=1), torch.nn.ReLU(),
+        )
+        self.final = torch.nn.Conv3d(width, num_classes, 1)
+        self.aux = torch.nn.Conv3d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        aux = self.aux(torch.nn.functional.avg_pool3d(features, 2))
+        return self.final(features), torch.nn.functional.interpolate(aux, size=x.shape[2:], mode="trilinear")
+
+
+def make_tiny_net(in_channels: int, num_classes: int, **kwargs: int) -> TinyNet:
+    """Factory for ``build_model("train_helpers:make_tiny_net", ...)``."""
+    return TinyNet(in_channels, num_classes, **kwargs)

@@ -157,8 +157,8 @@ class TrainConfig(BaseModel):
         return cls.model_validate(data)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-able dict (paths as strings); stored in checkpoints."""
-        return self.model_dump(mode="json")
+        """Plain JSON/YAML-able dict (paths as strings, ``class_names`` resolved); stored in checkpoints."""
+        return {**self.model_dump(mode="json"), "class_names": self.classes}
 
     def to_yaml(self) -> str:
         """The effective configuration as YAML."""

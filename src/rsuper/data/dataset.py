@@ -38,6 +38,7 @@ from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset, Sampler
 
 from rsuper.anatomy import labels
+from rsuper.data.preprocess import load_cached_case, load_manifest
 from rsuper.data.reportcases import ReportSupervision, build_report_supervision
 from rsuper.data.sampling import CaseIndex, CropChoice, choose_mask_crop, choose_report_crop, crop_padded
 
@@ -57,14 +58,6 @@ class TrainingCase:
         return self.supervision is not None
 
 
-def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
-    """The cache's ``manifest.json`` (contract 3), with a clear error when it is missing."""
-    path = Path(cache_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: build the cache first with `rsuper prepare DATASET --out {cache_dir}`")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def collect_training_cases(
     cache_dir: str | Path,
     findings: Mapping[str, Any] | None,
@@ -76,7 +69,7 @@ def collect_training_cases(
 
     Returns ``(mask_cases, report_cases, skipped)`` where ``skipped`` holds one line per unused case.
     """
-    manifest = read_manifest(cache_dir)
+    manifest = load_manifest(cache_dir)
     lesion_channels = {c for c in class_names if labels.is_lesion_class(c)}
     mask_cases: list[TrainingCase] = []
     report_cases: list[TrainingCase] = []
@@ -160,8 +153,6 @@ class TrainingDataset(Dataset):
 
     def _case(self, case_id: str) -> tuple[Any, CaseIndex]:
         if case_id not in self._loaded:
-            from rsuper.data.preprocess import load_cached_case
-
             cached = load_cached_case(self.cache_dir, case_id, mmap=True)
             self._loaded[case_id] = (cached, CaseIndex.from_masks(cached.masks, max_points=2000))
         return self._loaded[case_id]

@@ -1,0 +1,366 @@
+"""The training loop of METHOD.md §6: stage 1 (masks) and stage 2 (masks + reports), DDP, exact resume.
+
+Policy lives elsewhere: samples in ``rsuper.data.dataset``, losses in ``rsuper.losses``, schedule in
+``rsuper.train.schedule``, EMA in ``rsuper.train.ema``. This module wires them, steps the optimiser and
+writes self-describing checkpoints (``rsuper.models.checkpoint`` payload) atomically:
+``OUT/last.pt`` every ``checkpoint_every`` steps, ``OUT/final.pt`` at the end, ``OUT/metrics.csv``,
+``OUT/config.yaml``. Only rank 0 writes.
+
+Exact resume: the batch of step ``s`` depends only on (seed, s, rank), and the checkpoint holds model,
+EMA, optimiser, scheduler, step and torch RNG state, so ``--resume`` continues as if never stopped.
+
+Example:
+    >>> final = train(TrainConfig(cache="cache", out="runs/s1", model="dynunet_small", steps=500))
+    >>> final
+    PosixPath('runs/s1/final.pt')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from rsuper.config import TrainConfig
+from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
+from rsuper.data.preprocess import load_manifest
+from rsuper.losses import combine
+from rsuper.models import checkpoint as ckpt
+from rsuper.models.registry import build_model
+from rsuper.train.distributed import (
+    DistributedContext,
+    all_ranks_true,
+    barrier,
+    cleanup_distributed,
+    setup_distributed,
+)
+from rsuper.train.ema import create_ema
+from rsuper.train.metrics import MetricsLog
+from rsuper.train.schedule import warmup_poly_scheduler
+
+TARGET_KEYS = ("label", "unknown", "region")
+LOSS_TERMS = ("total", "seg_final", "seg_aux", "ball", "volume")
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when a loss or gradient becomes NaN/Inf; the last good checkpoint is kept."""
+
+
+def train(config: TrainConfig, *, show_progress: bool = True, on_step: StepCallback | None = None) -> Path:
+    """Runs one training stage and returns the path of ``OUT/final.pt``.
+
+    Args:
+        config: the run configuration (``config.resume`` continues from ``OUT/last.pt``).
+        show_progress: rich progress bar with the loss terms (rank 0 only).
+        on_step: called as ``on_step(step, losses)`` after every optimiser step (1-based step).
+
+    Under torchrun each process calls ``train``; batch size is per process.
+    """
+    ctx = setup_distributed(config.device)
+    try:
+        return Trainer(config, ctx).run(show_progress=show_progress, on_step=on_step)
+    finally:
+        cleanup_distributed(ctx)
+
+
+def output_bias_parameters(model: nn.Module, num_classes: int, probe_size: int) -> list[torch.Tensor]:
+    """The bias vectors that shift an output's logits one-to-one (the network's output heads).
+
+    Found by probing: every conv with ``num_classes`` output channels and a bias is tested; it is a head
+    when adding 1 to its bias adds 1 to the final or deep-supervision logits of that channel everywhere.
+    """
+    convs = [
+        m for m in model.modules()
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and m.out_channels == num_classes and m.bias is not None
+    ]
+    x = torch.zeros(1, model_in_channels(model), probe_size, probe_size, probe_size)
+    was_training = model.training
+    model.eval()
+    heads = []
+    with torch.no_grad():
+        base = [o.clone() for o in model(x)]
+        for conv in convs:
+            conv.bias[0] += 1.0
+            shifted = model(x)
+            conv.bias[0] -= 1.0
+            for before, after in zip(base, shifted):
+                delta = after - before
+                if torch.allclose(delta[:, 0], torch.ones_like(delta[:, 0]), atol=1e-4) and torch.allclose(
+                    delta[:, 1:], torch.zeros_like(delta[:, 1:]), atol=1e-4
+                ):
+                    heads.append(conv.bias)
+                    break
+    model.train(was_training)
+    return heads
+
+
+def model_in_channels(model: nn.Module) -> int:
+    """Input channels of the first convolution."""
+    first = next(m for m in model.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)))
+    return first.in_channels
+
+
+class Trainer:
+    """One stage of training on one process (see ``train``)."""
+
+    def __init__(self, config: TrainConfig, ctx: DistributedContext) -> None:
+        self.out = Path(config.out)
+        resume_payload = None
+        if config.resume:
+            last = self.out / "last.pt"
+            if not last.is_file():
+                raise FileNotFoundError(f"--resume: {last} not found; start without --resume")
+            resume_payload = ckpt.load_checkpoint(last)
+            stored = TrainConfig.model_validate(resume_payload["config"])
+            # The stored run defines the run; only where/how it runs may change.
+            config = stored.model_copy(update={"resume": True, "device": config.device, "workers": config.workers})
+        self.config, self.ctx = config, ctx
+        self.device = ctx.device
+        self.console = Console(stderr=True, quiet=not ctx.is_main)
+        self.class_names = config.classes
+        if config.cache is None:
+            raise ValueError("no cache given: set `cache` in the config or pass --cache CACHE (from `rsuper prepare`)")
+        manifest = load_manifest(config.cache)
+        self.spacing_mm = tuple(float(s) for s in manifest["spacing_mm"])
+        self.dataset, self.n_mask, self.n_report = self._build_dataset(config)
+        torch.manual_seed(config.seed)
+        self.model = self._build_model(config).to(self.device)
+        self.ema = create_ema(self.model, config.ema_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.effective_lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = warmup_poly_scheduler(self.optimizer, config.warmup_steps, config.steps, config.poly_power)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        if self.amp_dtype is not None and self.device.type != "cuda":
+            self.console.print(f"[yellow]amp={config.amp} needs a GPU; training in float32 on {self.device}[/]")
+            self.amp_dtype = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.loss_fn = combine.ReportSupervisedLoss(self.spacing_mm, report_weight=config.effective_report_weight)
+        self.step = 0
+        if resume_payload is not None:
+            self._load_training_state(resume_payload)
+        elif config.stage == 1 and config.bias_init:
+            self._init_output_bias()
+        self.net: nn.Module = self.model
+        if ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def _build_dataset(self, config: TrainConfig) -> tuple[TrainingDataset, int, int]:
+        findings = None
+        if config.stage == 2:
+            if config.tumors is None:
+                raise ValueError("stage 2 trains on reports: pass --tumors tumors.csv (from `rsuper extract`)")
+            from rsuper.reports.tables import read_tumors_csv
+
+            findings = read_tumors_csv(config.tumors)
+        mask_cases, report_cases, skipped = collect_training_cases(
+            config.cache, findings, self.class_names, config.target_organs, config.max_tumors
+        )
+        if config.stage == 2 and not report_cases:
+            raise ValueError(
+                f"stage 2: no report case in {config.cache} matches {config.tumors} "
+                "(cases need findings and no lesion masks); check the case ids"
+            )
+        self.console.print(
+            f"{len(mask_cases)} mask cases, {len(report_cases)} report cases, {len(skipped)} unused"
+            + (f" (e.g. {skipped[0]})" if skipped else "")
+        )
+        dataset = TrainingDataset(
+            config.cache, mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
+            config.target_organs, config.max_tumors, config.mask_crop_probs, config.report_margin_mm,
+            config.report_random_crop_prob, config.augment,
+        )
+        return dataset, len(mask_cases), len(report_cases)
+
+    def _build_model(self, config: TrainConfig) -> nn.Module:
+        model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
+        bad = [p for p in config.patch_size if p % model.size_divisor]
+        if bad:
+            raise ValueError(
+                f"patch_size {config.patch_size} must be a multiple of {model.size_divisor} for model {config.model!r}"
+            )
+        if config.stage == 2 and not config.resume:
+            payload = ckpt.load_checkpoint(config.init)
+            if list(payload["class_names"]) != self.class_names:
+                raise ValueError(
+                    f"--init {config.init} has classes {payload['class_names']}, this run {self.class_names}; "
+                    "set class_names to the stage-1 list"
+                )
+            which = "ema_state_dict" if config.init_use_ema and payload.get("ema_state_dict") is not None else "state_dict"
+            ckpt.load_state_dict_strict(model, payload[which], f"--init {config.init} {which}")
+        return model
+
+    def _init_output_bias(self, n_batches: int = 8) -> None:
+        """Output biases = log-odds of each channel's foreground fraction in sampled patches (METHOD.md §6)."""
+        sampler = MixedBatchSampler(self.n_mask, 0, self.config.batch_size, 0.0, n_batches, seed=self.config.seed + 7)
+        fg = np.zeros(len(self.class_names))
+        known = np.zeros(len(self.class_names))
+        for keys in sampler:
+            for key in keys:
+                sample = self.dataset[key]
+                k = (1 - sample["unknown"]).double()
+                fg += (sample["label"].double() * k).sum(dim=(1, 2, 3)).numpy()
+                known += k.sum(dim=(1, 2, 3)).numpy()
+        fraction = np.clip(np.where(known > 0, fg / np.maximum(known, 1), 0.01), 1e-4, 1 - 1e-4)
+        bias = torch.tensor(np.log(fraction / (1 - fraction)), dtype=torch.float32)
+        probe = 2 * self.model.size_divisor
+        heads = output_bias_parameters(self.model, len(self.class_names), probe)
+        with torch.no_grad():
+            for param in heads:
+                param.copy_(bias.to(param.device))
+        self.console.print(f"output bias initialised on {len(heads)} head(s) from foreground fractions")
+
+    def _load_training_state(self, payload: dict[str, Any]) -> None:
+        state = payload["training"]
+        self.model.load_state_dict(payload["state_dict"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"][self.ctx.rank % len(rng["torch"])])
+        self.console.print(f"resumed {self.out / 'last.pt'} at step {self.step}")
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint payload (contract 8) with full training state."""
+        c = self.config
+        rng_states = [torch.get_rng_state()]
+        if self.ctx.enabled:
+            gathered: list[Any] = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(gathered, rng_states[0])
+            rng_states = gathered
+        training = {
+            "stage": c.stage,
+            "step": self.step,
+            "world_size": self.ctx.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": rng_states},
+        }
+        return ckpt.make_payload(
+            c.model, 1, self.class_names, self.spacing_mm, c.patch_size, self.model.state_dict(),
+            model_kwargs=c.model_kwargs, ema_state_dict=self.ema.module.state_dict(), training=training,
+            config=c.to_dict(),
+        )
+
+    def save(self, name: str) -> Path:
+        """Writes ``OUT/<name>`` atomically on rank 0 (all ranks must call: RNG states are gathered)."""
+        payload = self.payload()
+        path = self.out / name
+        if self.ctx.is_main:
+            ckpt.save_checkpoint(path, payload)
+        barrier(self.ctx)
+        return path
+
+    # ------------------------------------------------------------------------------------------- loop
+    def _loader(self) -> DataLoader:
+        c = self.config
+        sampler = MixedBatchSampler(
+            self.n_mask, self.n_report, c.batch_size, c.report_fraction if c.stage == 2 else 0.0, c.steps,
+            seed=c.seed, rank=self.ctx.rank, start_step=self.step,
+        )
+        return DataLoader(
+            self.dataset, batch_sampler=sampler, num_workers=c.workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], float]:
+        image = batch["image"].to(self.device, non_blocking=True)
+        targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
+        targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        )
+        with autocast:
+            final, aux = self.net(image)
+        losses = self.loss_fn(final.float(), aux.float(), targets)
+        total = losses["total"]
+        values = {k: float(losses[k].detach()) for k in LOSS_TERMS}
+        if not all_ranks_true(math.isfinite(values["total"]), self.ctx):
+            self._diverged(f"loss is not finite ({_fmt_losses(values)})")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        if self.amp_dtype != torch.float16 and not all_ranks_true(math.isfinite(grad_norm), self.ctx):
+            self._diverged(f"gradient norm is {grad_norm} ({_fmt_losses(values)})")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.ema.update_parameters(self.model)
+        return values, grad_norm
+
+    def _diverged(self, what: str) -> None:
+        last = self.out / "last.pt"
+        kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"step {self.step + 1}: {what}; training stopped and {kept}. Lower --lr, keep grad_clip, "
+            "use amp none/bf16 instead of fp16, or check the cache for NaN images (`rsuper check`)."
+        )
+
+    def run(self, show_progress: bool = True, on_step: StepCallback | None = None) -> Path:
+        """Trains from ``self.step`` to ``config.steps``; returns ``OUT/final.pt``."""
+        c = self.config
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from rsuper.atomic import write_text_atomic
+
+            write_text_atomic(self.out / "config.yaml", c.to_yaml())
+        log = MetricsLog(self.out / "metrics.csv", resume_step=self.step) if self.ctx.is_main else None
+        self.model.train()
+        window: list[dict[str, float]] = []
+        start_time = last_log = time.perf_counter()
+        progress = Progress(
+            TextColumn(f"stage {c.stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+            TimeRemainingColumn(), console=self.console, disable=not (show_progress and self.ctx.is_main),
+        )
+        try:
+            with progress:
+                task = progress.add_task("", total=c.steps, completed=self.step)
+                for batch in self._loader():
+                    values, grad_norm = self._train_step(batch)
+                    self.step += 1
+                    window.append({**values, "grad_norm": grad_norm})
+                    progress.update(task, advance=1, description=_fmt_losses(values))
+                    if on_step is not None:
+                        on_step(self.step, values)
+                    if self.step % c.log_every == 0 or self.step == c.steps:
+                        now = time.perf_counter()
+                        row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                        row["lr"] = self.scheduler.get_last_lr()[0]
+                        row["samples_per_s"] = len(window) * c.batch_size * self.ctx.world_size / (now - last_log)
+                        row["elapsed_s"] = now - start_time
+                        if log is not None:
+                            log.write(self.step, row)
+                        window, last_log = [], now
+                    if self.step % c.checkpoint_every == 0 and self.step < c.steps:
+                        self.save("last.pt")
+            self.save("last.pt")
+            final = self.save("final.pt")
+        finally:
+            if log is not None:
+                log.close()
+        self.console.print(f"stage {c.stage} done: {final}")
+        return final
+
+
+def _fmt_losses(values: dict[str, float]) -> str:
+    return " ".join(f"{k}={values[k]:.4f}" for k in LOSS_TERMS if k in values)
