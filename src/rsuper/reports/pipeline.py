@@ -1,0 +1,190 @@
+"""``rsuper extract`` as a library call: reports CSV in; tumors.csv, cases.csv, findings.jsonl out.
+
+``findings.jsonl`` gets one line per case as soon as it is done (with backend, model, prompt version,
+evidence and the sha256 of the report text), so a rerun skips the cases already done and a crash loses
+nothing; the two tables are then rewritten atomically from it. Bad rows (empty report, duplicate id)
+are recorded with an error message and never stop the other rows.
+
+Example:
+    >>> summary = run_extraction("reports.csv", "out/extract", backend="rules")
+    >>> summary.done, summary.failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from rsuper.reports.cache import AnswerCache, text_sha256
+from rsuper.reports.llm import LLMExtractor, LLMOptions
+from rsuper.reports.rules import extract_rules
+from rsuper.reports.schema import CaseFindings
+from rsuper.reports.tables import ID_COLUMNS, find_column, write_cases_csv, write_tumors_csv
+
+TEXT_COLUMNS: tuple[str, ...] = ("Report", "Findings", "report", "findings", "text", "Report Text")
+FINDINGS_FILE = "findings.jsonl"
+
+
+@dataclass
+class ReportRow:
+    """One input row: case id, report text, a problem that stops it (or ``None``) and a warning note."""
+
+    case_id: str
+    text: str
+    problem: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class ExtractionSummary:
+    """What a run did: cases extracted now, reused from an earlier run, failed (with messages)."""
+
+    out_dir: Path
+    done: int = 0
+    reused: int = 0
+    failed: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def read_reports(path: str | os.PathLike[str]) -> list[ReportRow]:
+    """Reads a reports CSV (id column ``BDMAP ID``/``Encrypted Accession Number``/``id``, text column
+    ``Report``/``Findings``/``report``). Undecodable bytes become U+FFFD and are noted on the row; empty
+    reports and repeated ids are kept as rows with a ``problem``. Raises ``ValueError`` naming the file
+    when a column is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reports table not found: {path}")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
+    id_col = find_column(frame.columns, ID_COLUMNS)
+    text_col = find_column(frame.columns, TEXT_COLUMNS)
+    if id_col is None or text_col is None:
+        missing = "case id" if id_col is None else "report text"
+        expected = ID_COLUMNS if id_col is None else TEXT_COLUMNS
+        raise ValueError(
+            f"{path}: no {missing} column; expected one of {list(expected)}, found {list(frame.columns)}. "
+            "Rename the column (e.g. to 'BDMAP ID' and 'Report')."
+        )
+    rows: list[ReportRow] = []
+    seen: set[str] = set()
+    for number, (case_id, text) in enumerate(zip(frame[id_col], frame[text_col]), start=2):
+        case_id, text = str(case_id).strip(), str(text)
+        problem = None
+        if not case_id:
+            problem = f"row {number}: empty case id"
+            case_id = f"<row {number}>"
+        elif case_id in seen:
+            problem = f"row {number}: duplicate id {case_id!r} (the first row with this id is used)"
+        elif not text.strip() or text.strip().lower() in ("nan", "none", "null"):
+            problem = f"row {number}: empty report for {case_id!r}"
+        note = None
+        if "\ufffd" in text:
+            text = text.replace("\ufffd", " ")
+            note = f"row {number}: {case_id!r} has bytes that are not UTF-8; they were replaced by spaces"
+        seen.add(case_id)
+        rows.append(ReportRow(case_id, text, problem, note))
+    return rows
+
+
+def load_findings(path: str | os.PathLike[str]) -> dict[str, CaseFindings]:
+    """Findings already in a findings.jsonl (last line per case wins; a torn last line is ignored)."""
+    found: dict[str, CaseFindings] = {}
+    path = Path(path)
+    if not path.is_file():
+        return found
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+                found[record["case_id"]] = CaseFindings.model_validate(record)
+            except (json.JSONDecodeError, KeyError, ValueError):
+                continue
+    return found
+
+
+def run_extraction(
+    reports_csv: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    backend: str = "rules",
+    llm_options: LLMOptions | None = None,
+    cache_path: str | os.PathLike[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ExtractionSummary:
+    """Extracts every report of ``reports_csv`` into ``out_dir`` (resuming earlier work there).
+
+    Args:
+        backend: ``rules`` (offline) or ``llm`` (needs ``llm_options``).
+        cache_path: LLM answer cache (default ``out_dir/llm_cache.jsonl``).
+        progress: called with the number of rows just finished (for a progress bar).
+    """
+    if backend not in ("rules", "llm"):
+        raise ValueError(f"unknown backend {backend!r}; use 'rules' or 'llm'")
+    if backend == "llm" and llm_options is None:
+        raise ValueError("the llm backend needs --base-url and --model")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_reports(reports_csv)
+    findings_path = out / FINDINGS_FILE
+    previous = load_findings(findings_path)
+    summary = ExtractionSummary(out)
+    todo: list[ReportRow] = []
+    for row in rows:
+        if row.note:
+            summary.messages.append(row.note)
+        if row.problem:
+            summary.failed += 1
+            summary.messages.append(row.problem)
+            if "duplicate" not in row.problem:
+                _append(findings_path, CaseFindings(case_id=row.case_id, backend=backend, error=row.problem), row.text)
+            if progress:
+                progress(1)
+            continue
+        known = previous.get(row.case_id)
+        if known is not None and known.error is None and known.backend == backend:
+            summary.reused += 1
+            if progress:
+                progress(1)
+            continue
+        todo.append(row)
+
+    def record(findings: CaseFindings) -> None:
+        _append(findings_path, findings, texts[findings.case_id])
+        if findings.error:
+            summary.failed += 1
+            summary.messages.append(f"{findings.case_id}: {findings.error}")
+        else:
+            summary.done += 1
+        if progress:
+            progress(1)
+
+    texts = {row.case_id: row.text for row in todo}
+    if backend == "rules":
+        for row in todo:
+            try:
+                record(extract_rules(row.case_id, row.text))
+            except Exception as error:  # noqa: BLE001 (one bad report must not stop the others)
+                record(CaseFindings(case_id=row.case_id, error=f"rules backend failed: {error!r}"))
+    else:
+        cache = AnswerCache(cache_path or out / "llm_cache.jsonl")
+        extractor = LLMExtractor(llm_options, cache)
+        asyncio.run(extractor.extract_many([(row.case_id, row.text) for row in todo], on_done=record))
+    final = load_findings(findings_path)
+    ordered = [final[row.case_id] for row in rows if not (row.problem and "duplicate" in row.problem)
+               and row.case_id in final]
+    write_tumors_csv(ordered, out / "tumors.csv")
+    write_cases_csv(ordered, out / "cases.csv")
+    return summary
+
+
+def _append(path: Path, findings: CaseFindings, text: str) -> None:
+    record = findings.model_dump(mode="json")
+    record["report_sha256"] = text_sha256(text)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
