@@ -107,3 +107,18 @@ def test_missing_batch_key_is_a_clear_error() -> None:
     del batch["region"]
     with pytest.raises(KeyError, match="region"):
         ReportSupervisedLoss(ISO)(final, aux, batch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    final, aux, batch = _batch()
+    loss_fn = ReportSupervisedLoss(ISO, report_weight=1.0, lesion_channels=[2])
+    cpu = loss_fn(final, aux, batch)
+    cpu["total"].backward()
+    gpu_final = final.detach().cuda().to(torch.bfloat16).requires_grad_(True)
+    gpu_aux = aux.detach().cuda().to(torch.bfloat16).requires_grad_(True)
+    gpu = loss_fn(gpu_final, gpu_aux, {key: value.cuda() for key, value in batch.items()})
+    gpu["total"].backward()
+    for key in cpu:
+        assert float(gpu[key].detach()) == pytest.approx(float(cpu[key].detach()), abs=0.02), key
+    assert float(gpu_final.grad[0, 2, 33:, 33:, 33:].abs().max()) == 0.0
