@@ -119,3 +119,11 @@ def test_find_ct_inputs_flat_folder_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no CT found"):
         (tmp_path / "empty").mkdir()
         find_ct_inputs(tmp_path / "empty")
+
+
+def test_findings_max_probability_is_the_whole_ct_maximum(tmp_path):
+    ct_path, _ = _ct(tmp_path, np.eye(4))
+    findings = predict_case(_predictor(), ct_path, tmp_path / "out")
+    # lesion logits 40 * (x - 0.6) at HU 400 (x = 0.866): sigmoid(10.6) ~ 1; pancreas lesion gated to 0
+    assert findings["organs"]["liver"]["max_probability"] > 0.99
+    assert findings["organs"]["pancreas"]["max_probability"] == 0.0

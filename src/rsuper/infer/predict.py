@@ -297,7 +297,9 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
         if organ is not None:
             comps = lesion_components(mask, ct.spacing_mm, probability=prob, subsegments=subsegments.get(organ),
                                       organ=organ, affine=ct.affine)
-            summaries.append(organ_summary(organ, name, comps))
+            summary = organ_summary(organ, name, comps)
+            summary["max_probability"] = round(float(channel.max()), 4)  # whole CT, gated, model grid
+            summaries.append(summary)
         del prob, mask
     findings = {
         "case_id": case_id or _case_id(ct_path),
