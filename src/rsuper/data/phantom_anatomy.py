@@ -434,9 +434,9 @@ def _place_tumors(rng, g: _Grid, settings: AnatomySettings, plans, labels, img, 
         lo = np.argwhere(organ_mask).min(0)
         hi = np.argwhere(organ_mask).max(0) + 1
         box = tuple(slice(max(l - 2, 0), h + 2) for l, h in zip(lo, hi))
+        # Depth inside the wanted sub-segment, so the tumor lies mostly in it (it may spill over).
         depth = np.zeros(g.shape, dtype=np.float32)
-        depth[box] = ndimage.distance_transform_edt(organ_mask[box] & ~occupied[box], sampling=spacing)
-        depth[~region] = 0.0
+        depth[box] = ndimage.distance_transform_edt(region[box] & ~occupied[box], sampling=spacing)
         radius = plan.diameters_mm[0] / 2.0
         target = min(radius, 0.85 * float(depth.max()))
         candidates = np.argwhere(depth >= max(target, 1e-3))

@@ -1,0 +1,262 @@
+"""Synthetic abdominal CT datasets ("phantoms") with masks, reports and gold tumor tables.
+
+`generate_dataset` writes (contract 4, docs/phantoms.md)::
+
+    OUT/masks/<case>/ct.nii.gz, segmentations/{liver,pancreas,kidney_left,kidney_right,spleen,
+                                 liver_lesion,pancreatic_lesion,kidney_lesion}.nii.gz
+    OUT/reports/<case>/ct.nii.gz, segmentations/<organs only>.nii.gz
+    OUT/test/<case>/             like masks/
+    OUT/truth/<case>/segmentations/{pancreas_head,body,tail, liver_segment_1..8, *_lesion}.nii.gz
+    OUT/reports.csv              BDMAP ID, Report, split   (all cases)
+    OUT/gold/tumors.csv, OUT/gold/cases.csv   ideal extraction of each report (METHOD.md §2 tables)
+    OUT/gold/tumors_truth.csv    per true tumor: voxel volume, centre, sub-segment, reported id
+    OUT/phantoms.json            generator parameters and counts
+
+Everything is deterministic per seed (each case draws from ``SeedSequence([seed, index])``), whatever
+the number of workers.
+
+Example:
+    >>> summary = generate_dataset("phantoms", n_mask=4, n_report=20, n_test=6, seed=0)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rsuper.atomic import atomic_path, write_json_atomic
+from rsuper.data.phantom_anatomy import (
+    KIDNEY_TOKENS,
+    LIVER_TOKENS,
+    PANCREAS_TOKENS,
+    TUMOR_ORGANS,
+    AnatomySettings,
+    Phantom,
+    TumorPlan,
+    generate_anatomy,
+)
+from rsuper.data.phantom_reports import ReportTumor, write_report
+from rsuper.io import Volume, save_nifti
+from rsuper.reports.schema import CaseFindings, volume_from_diameters
+from rsuper.reports.tables import write_cases_csv, write_tumors_csv
+
+SPLITS: tuple[str, ...] = ("masks", "reports", "test")
+DEFAULT_DIAMETERS_MM: dict[str, tuple[float, float]] = {
+    "pancreas": (10.0, 40.0),
+    "kidney": (10.0, 50.0),
+    "liver": (8.0, 40.0),
+}
+# Sub-segment sampling weights: pancreas head-heavy (like PDAC), liver by typical segment volume.
+_TOKEN_WEIGHTS = {
+    "pancreas": (PANCREAS_TOKENS, (0.5, 0.3, 0.2)),
+    "kidney": (KIDNEY_TOKENS, (0.5, 0.5)),
+    "liver": (LIVER_TOKENS, (0.04, 0.09, 0.09, 0.15, 0.13, 0.14, 0.18, 0.18)),
+}
+_MAX_PER_ORGAN = {"pancreas": 1, "kidney": 2, "liver": 3}
+
+
+@dataclass(frozen=True)
+class PhantomSettings:
+    """Dataset-level knobs (difficulty and composition). Sizes in mm, intensities in HU."""
+
+    anatomy: AnatomySettings = field(default_factory=AnatomySettings)
+    tumor_diameter_mm: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_DIAMETERS_MM))
+    organ_weights: dict[str, float] = field(default_factory=lambda: {"pancreas": 0.4, "kidney": 0.3, "liver": 0.3})
+    healthy_fraction: float = 0.45
+    max_tumors: int = 3
+    lps_fraction: float = 0.0
+
+
+def case_id(index: int) -> str:
+    """Case name of the `index`-th phantom (0-based, over all splits)."""
+    return f"phantom_{index:05d}"
+
+
+def plan_tumors(rng: np.random.Generator, settings: PhantomSettings) -> list[TumorPlan]:
+    """0..max_tumors tumors: healthy with probability `healthy_fraction`, else 1-3 (organs, sub-segments, sizes)."""
+    if settings.max_tumors <= 0 or rng.random() < settings.healthy_fraction:
+        return []
+    counts = np.arange(1, settings.max_tumors + 1)
+    weights = np.array([0.6, 0.28, 0.12, 0.06, 0.03][: len(counts)] + [0.01] * max(0, len(counts) - 5))
+    n = int(rng.choice(counts, p=weights / weights.sum()))
+    organs = list(settings.organ_weights)
+    p = np.array([settings.organ_weights[o] for o in organs], dtype=float)
+    plans: list[TumorPlan] = []
+    for i in range(n):
+        organ = plans[0].organ if i and rng.random() < 0.5 else str(rng.choice(organs, p=p / p.sum()))
+        if sum(pl.organ == organ for pl in plans) >= _MAX_PER_ORGAN[organ]:
+            continue
+        tokens, tw = _TOKEN_WEIGHTS[organ]
+        token = str(rng.choice(tokens, p=np.array(tw) / sum(tw)))
+        lo, hi = settings.tumor_diameter_mm[organ]
+        d1 = float(rng.uniform(lo, hi))
+        d = sorted([d1, d1 * rng.uniform(0.75, 1.0), d1 * rng.uniform(0.75, 1.0)], reverse=True)
+        plans.append(TumorPlan(organ, token, (d[0], d[1], d[2])))
+    return plans
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path, lps: bool) -> None:
+    if lps:  # same world geometry, array axes 0 and 1 reversed (LPS orientation)
+        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+        flip[:2, 3] = [array.shape[0] - 1, array.shape[1] - 1]
+        array, affine = array[::-1, ::-1, :], affine @ flip
+    save_nifti(Volume(np.ascontiguousarray(array), affine), path)
+
+
+def _write_case(ph: Phantom, root: Path, cid: str, split: str, lps: bool) -> None:
+    case_dir = root / split / cid
+    _save(ph.ct_hu, ph.affine, case_dir / "ct.nii.gz", lps)
+    for name, mask in ph.organs.items():
+        _save(mask, ph.affine, case_dir / "segmentations" / f"{name}.nii.gz", lps)
+    if split != "reports":
+        for name, mask in ph.lesions.items():
+            _save(mask, ph.affine, case_dir / "segmentations" / f"{name}.nii.gz", lps)
+    for name, mask in {**ph.subsegments, **ph.lesions}.items():
+        _save(mask, ph.affine, root / "truth" / cid / "segmentations" / f"{name}.nii.gz", lps)
+
+
+def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSettings) -> dict:
+    """Generates and writes one case; returns its report, gold findings and truth rows."""
+    plan_rng, anatomy_rng, report_rng, orient_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
+    )
+    cid = case_id(index)
+    ph = generate_anatomy(anatomy_rng, settings.anatomy, plan_tumors(plan_rng, settings))
+    lps = bool(orient_rng.random() < settings.lps_fraction)
+    _write_case(ph, root, cid, split, lps)
+    report_tumors = [
+        ReportTumor(t.plan.organ, t.tokens, t.plan.diameters_mm, t.axial_position) for t in ph.tumors
+    ]
+    text, stated = write_report(report_rng, report_tumors, ph.findings)
+    gold_id = {rl.tumor_index: f"tumor {k}" for k, rl in enumerate(stated, 1) if rl.tumor_index is not None}
+    voxel_mm3 = float(np.prod(settings.anatomy.spacing_mm))
+    truth = []
+    for k, t in enumerate(ph.tumors):
+        subclasses = [
+            f"pancreas_{tok}" if t.plan.organ == "pancreas" else f"kidney_{tok}" if t.plan.organ == "kidney"
+            else f"liver_segment_{tok.split()[1]}"
+            for tok in t.tokens
+        ]
+        truth.append({
+            "BDMAP ID": cid,
+            "split": split,
+            "Truth ID": f"tumor {k + 1}",
+            "Gold Tumor ID": gold_id.get(k, "multiple"),
+            "organ": t.plan.organ,
+            "lesion class": "pancreatic_lesion" if t.plan.organ == "pancreas" else f"{t.plan.organ}_lesion",
+            "location": " / ".join(t.tokens),
+            "sub-segment classes": " / ".join(subclasses),
+            "location fractions": "; ".join(f"{tok}={f:.3f}" for tok, f in t.location_fractions.items()),
+            "diameters (mm)": " x ".join(f"{d:.2f}" for d in t.plan.diameters_mm),
+            "volume_vox_mm3": round(float(t.mask.sum()) * voxel_mm3, 2),
+            "volume_from_diameters_mm3": round(volume_from_diameters(t.plan.diameters_mm), 2),
+            "centre_i_vox": t.centre_vox[0], "centre_j_vox": t.centre_vox[1], "centre_k_vox": t.centre_vox[2],
+            "centre_x_mm": t.centre_mm[0], "centre_y_mm": t.centre_mm[1], "centre_z_mm": t.centre_mm[2],
+            "contrast_hu": round(t.contrast_hu, 1),
+        })
+    findings = CaseFindings(case_id=cid, lesions=[rl.lesion for rl in stated], backend="phantom-gold")
+    return {"case_id": cid, "split": split, "report": text, "findings": findings, "truth": truth, "lps": lps}
+
+
+def _make_case_args(args: tuple) -> dict:
+    return make_case(*args)
+
+
+def generate_dataset(
+    out_dir: str | Path,
+    n_mask: int = 8,
+    n_report: int = 40,
+    n_test: int = 12,
+    spacing_mm: float | tuple[float, float, float] = 2.5,
+    seed: int = 0,
+    *,
+    fov_mm: tuple[float, float, float] = (300.0, 250.0, 180.0),
+    noise_sd_hu: tuple[float, float] = (10.0, 25.0),
+    tumor_contrast_hu: float = -40.0,
+    tumor_contrast_spread_hu: float = 10.0,
+    tumor_diameter_mm: dict[str, tuple[float, float]] | None = None,
+    healthy_fraction: float = 0.45,
+    max_tumors: int = 3,
+    lps_fraction: float = 0.0,
+    workers: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Writes a phantom dataset to `out_dir` (layout in the module docstring); returns a summary dict.
+
+    Difficulty knobs: `tumor_contrast_hu` (mean tumor - organ HU, negative = hypodense) +/- uniform
+    `tumor_contrast_spread_hu`; `noise_sd_hu` (range of per-case noise SD); `tumor_diameter_mm`
+    (per organ (min, max) largest diameter); `healthy_fraction`; `max_tumors` per case.
+    `lps_fraction` of the cases are written in LPS orientation (same world geometry).
+    `progress` is called with each finished case id.
+    """
+    spacing = (float(spacing_mm),) * 3 if np.isscalar(spacing_mm) else tuple(float(s) for s in spacing_mm)
+    if any(s <= 0 for s in spacing) or min(n_mask, n_report, n_test) < 0:
+        raise ValueError(f"spacing must be > 0 mm and case counts >= 0, got {spacing}, {n_mask}/{n_report}/{n_test}")
+    diameters = dict(DEFAULT_DIAMETERS_MM)
+    diameters.update(tumor_diameter_mm or {})
+    settings = PhantomSettings(
+        anatomy=AnatomySettings(
+            fov_mm=tuple(float(f) for f in fov_mm), spacing_mm=spacing,  # type: ignore[arg-type]
+            noise_sd_hu=tuple(noise_sd_hu), tumor_contrast_hu=tumor_contrast_hu,  # type: ignore[arg-type]
+            tumor_contrast_spread_hu=tumor_contrast_spread_hu,
+        ),
+        tumor_diameter_mm=diameters, healthy_fraction=healthy_fraction, max_tumors=max_tumors,
+        lps_fraction=lps_fraction,
+    )
+    root = Path(out_dir)
+    jobs = [("masks", n_mask), ("reports", n_report), ("test", n_test)]
+    splits = [split for split, n in jobs for _ in range(n)]
+    args = [(root, i, split, seed, settings) for i, split in enumerate(splits)]
+    start = time.perf_counter()
+    results: list[dict] = []
+    if workers > 1 and len(args) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for res in pool.map(_make_case_args, args):
+                results.append(res)
+                if progress:
+                    progress(res["case_id"])
+    else:
+        for a in args:
+            results.append(make_case(*a))
+            if progress:
+                progress(results[-1]["case_id"])
+    seconds = time.perf_counter() - start
+
+    with atomic_path(root / "reports.csv") as tmp:
+        pd.DataFrame(
+            [{"BDMAP ID": r["case_id"], "Report": r["report"], "split": r["split"]} for r in results],
+            columns=["BDMAP ID", "Report", "split"],
+        ).to_csv(tmp, index=False)
+    findings = [r["findings"] for r in results]
+    write_tumors_csv(findings, root / "gold" / "tumors.csv")
+    write_cases_csv(findings, root / "gold" / "cases.csv")
+    truth_rows = [row for r in results for row in r["truth"]]
+    with atomic_path(root / "gold" / "tumors_truth.csv") as tmp:
+        pd.DataFrame(truth_rows, columns=_TRUTH_COLUMNS).to_csv(tmp, index=False)
+    summary = {
+        "out_dir": str(root),
+        "seed": seed,
+        "cases": {split: n for split, n in jobs},
+        "healthy_cases": sum(not r["truth"] for r in results),
+        "tumors": len(truth_rows),
+        "tumors_by_organ": {o: sum(row["organ"] == o for row in truth_rows) for o in TUMOR_ORGANS},
+        "lps_cases": sum(r["lps"] for r in results),
+        "shape_vox": list(settings.anatomy.shape),
+        "seconds": round(seconds, 2),
+        "settings": asdict(settings),
+    }
+    write_json_atomic(root / "phantoms.json", summary)
+    return summary
+
+
+_TRUTH_COLUMNS = [
+    "BDMAP ID", "split", "Truth ID", "Gold Tumor ID", "organ", "lesion class", "location", "sub-segment classes",
+    "location fractions", "diameters (mm)", "volume_vox_mm3", "volume_from_diameters_mm3",
+    "centre_i_vox", "centre_j_vox", "centre_k_vox", "centre_x_mm", "centre_y_mm", "centre_z_mm", "contrast_hu",
+]

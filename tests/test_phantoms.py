@@ -1,0 +1,213 @@
+"""Phantom generator: layout (contract 4), determinism, anatomy truth, tumors, reports and gold tables."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from rsuper.cli import app
+from rsuper.data.phantom_reports import ReportTumor, write_report
+from rsuper.data.phantoms import PhantomSettings, generate_dataset, make_case
+from rsuper.reports.tables import read_tumors_csv
+
+ORGANS = {"liver", "pancreas", "kidney_left", "kidney_right", "spleen"}
+LESIONS = {"liver_lesion", "pancreatic_lesion", "kidney_lesion"}
+TRUTH = {"pancreas_head", "pancreas_body", "pancreas_tail"} | {f"liver_segment_{i}" for i in range(1, 9)} | LESIONS
+SPACING = 4.0  # coarse grid keeps the test fast; anatomy is defined in mm
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("phantoms")
+    summary = generate_dataset(
+        out, n_mask=2, n_report=7, n_test=2, spacing_mm=SPACING, seed=3, healthy_fraction=0.3, lps_fraction=0.3
+    )
+    return out, summary
+
+
+def _canonical(path: Path) -> np.ndarray:
+    return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
+
+
+def _stems(folder: Path) -> set[str]:
+    return {p.name.removesuffix(".nii.gz") for p in folder.glob("*.nii.gz")}
+
+
+def test_layout_is_contract_4(dataset):
+    out, summary = dataset
+    assert {p.name for p in out.iterdir()} == {"masks", "reports", "test", "truth", "gold", "reports.csv", "phantoms.json"}
+    assert {p.name for p in (out / "gold").iterdir()} == {"tumors.csv", "cases.csv", "tumors_truth.csv"}
+    counts = {"masks": 2, "reports": 7, "test": 2}
+    for split, n in counts.items():
+        cases = sorted((out / split).iterdir())
+        assert len(cases) == n
+        for case in cases:
+            assert {p.name for p in case.iterdir()} == {"ct.nii.gz", "segmentations"}
+            expected = ORGANS if split == "reports" else ORGANS | LESIONS
+            assert _stems(case / "segmentations") == expected
+            assert _stems(out / "truth" / case.name / "segmentations") == TRUTH
+    reports = pd.read_csv(out / "reports.csv")
+    assert list(reports.columns) == ["BDMAP ID", "Report", "split"]
+    assert reports["split"].value_counts().to_dict() == counts
+    assert summary["lps_cases"] >= 1
+
+
+def test_deterministic_per_seed(tmp_path):
+    settings = PhantomSettings()
+    args = dict(index=4, split="masks", settings=settings)
+    settings_small = PhantomSettings(anatomy=type(settings.anatomy)(spacing_mm=(6.0, 6.0, 6.0)))
+    args["settings"] = settings_small
+    a = make_case(tmp_path / "a", seed=1, **args)
+    b = make_case(tmp_path / "b", seed=1, **args)
+    c = make_case(tmp_path / "c", seed=2, **args)
+    ct = [np.asarray(nib.load(str(tmp_path / r / "masks" / "phantom_00004" / "ct.nii.gz")).dataobj) for r in "abc"]
+    assert np.array_equal(ct[0], ct[1]) and a["report"] == b["report"] and a["truth"] == b["truth"]
+    assert not np.array_equal(ct[0], ct[2])
+
+
+def test_masks_binary_inside_body_and_in_ct_grid(dataset):
+    out, _ = dataset
+    for case in sorted((out / "masks").iterdir()) + sorted((out / "reports").iterdir()):
+        ct_img = nib.load(str(case / "ct.nii.gz"))
+        ct = _canonical(case / "ct.nii.gz")
+        assert np.allclose(ct_img.header.get_zooms(), (SPACING,) * 3)
+        assert -1100 <= ct.min() and ct.max() <= 3071 and ct.dtype == np.int16
+        body = np.stack([ndimage.binary_fill_holes(ct[:, :, k] > -500) for k in range(ct.shape[2])], axis=2)
+        for path in (case / "segmentations").glob("*.nii.gz"):
+            img = nib.load(str(path))
+            assert np.allclose(img.affine, ct_img.affine) and img.shape == ct_img.shape
+            mask = _canonical(path)
+            assert set(np.unique(mask)) <= {0, 1}, path
+            assert not (mask.astype(bool) & ~body).any(), f"{path} has voxels outside the body"
+
+
+def test_organs_plausible_and_subsegments_partition(dataset):
+    out, _ = dataset
+    ml = SPACING**3 / 1000.0
+    ranges = {"liver": (700, 2300), "spleen": (50, 350), "kidney_left": (60, 260), "kidney_right": (60, 260),
+              "pancreas": (40, 150)}
+    for case in sorted((out / "reports").iterdir()):
+        seg, truth = case / "segmentations", out / "truth" / case.name / "segmentations"
+        organs = {o: _canonical(seg / f"{o}.nii.gz").astype(bool) for o in ORGANS}
+        for organ, (lo, hi) in ranges.items():
+            assert lo <= organs[organ].sum() * ml <= hi, (case.name, organ, organs[organ].sum() * ml)
+        assert sum(o.astype(int) for o in organs.values()).max() == 1  # organs do not overlap
+        segs = [_canonical(truth / f"liver_segment_{i}.nii.gz") for i in range(1, 9)]
+        assert all(s.any() for s in segs)
+        assert np.array_equal(sum(s.astype(int) for s in segs), organs["liver"].astype(int))
+        parts = {p: _canonical(truth / f"pancreas_{p}.nii.gz").astype(bool) for p in ("head", "body", "tail")}
+        assert np.array_equal(sum(p.astype(int) for p in parts.values()), organs["pancreas"].astype(int))
+        x = {p: np.argwhere(m)[:, 0].mean() for p, m in parts.items()}
+        assert x["head"] > x["body"] > x["tail"]  # head on the patient's right (canonical axis 0 = Right)
+        assert np.argwhere(organs["liver"])[:, 0].mean() > np.argwhere(organs["spleen"])[:, 0].mean()
+        assert np.argwhere(organs["kidney_right"])[:, 0].mean() > np.argwhere(organs["kidney_left"])[:, 0].mean()
+
+
+def test_tumors_inside_organ_and_subsegment(dataset):
+    out, summary = dataset
+    truth = pd.read_csv(out / "gold" / "tumors_truth.csv")
+    assert len(truth) == summary["tumors"] > 0
+    for _, t in truth.iterrows():
+        case_dir = out / t["split"] / t["BDMAP ID"] if t["split"] != "reports" else out / "truth" / t["BDMAP ID"]
+        lesion = _canonical(case_dir / "segmentations" / f"{t['lesion class']}.nii.gz")
+        labels, _ = ndimage.label(lesion)
+        centre = tuple(int(v) for v in (t["centre_i_vox"], t["centre_j_vox"], t["centre_k_vox"]))
+        component = labels == labels[centre]
+        assert labels[centre] > 0
+        assert component.sum() * SPACING**3 == pytest.approx(t["volume_vox_mm3"])
+        seg = out / t["split"] / t["BDMAP ID"] / "segmentations"
+        organ_classes = ["kidney_left", "kidney_right"] if t["organ"] == "kidney" else [t["organ"]]
+        organ = sum(_canonical(seg / f"{c}.nii.gz").astype(bool) for c in organ_classes)
+        assert not (component & ~organ.astype(bool)).any(), "tumor voxels outside its organ"
+        subs = t["sub-segment classes"].split(" / ")
+        where = out / "truth" / t["BDMAP ID"] / "segmentations" if t["organ"] != "kidney" else seg
+        region = sum(_canonical(where / f"{c}.nii.gz").astype(bool) for c in subs).astype(bool)
+        assert (component & region).sum() / component.sum() >= 0.75
+        # Voxel volume agrees with the ellipsoid of the true diameters (METHOD.md §2) within discretisation.
+        assert t["volume_vox_mm3"] == pytest.approx(t["volume_from_diameters_mm3"], rel=0.6)
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)(?:\s*x\s*(\d+(?:\.\d+)?))?(?:\s*x\s*(\d+(?:\.\d+)?))?\s*(cm|mm)?")
+
+
+def test_reports_state_true_sizes_and_gold_matches(dataset):
+    out, _ = dataset
+    reports = pd.read_csv(out / "reports.csv").set_index("BDMAP ID")["Report"]
+    gold = read_tumors_csv(out / "gold" / "tumors.csv")
+    truth = pd.read_csv(out / "gold" / "tumors_truth.csv")
+    assert set(gold) == set(reports.index)
+    checked = 0
+    for _, t in truth.iterrows():
+        if t["Gold Tumor ID"] == "multiple":
+            continue
+        lesion = gold[t["BDMAP ID"]].lesions[int(t["Gold Tumor ID"].split()[1]) - 1]
+        assert lesion.organ == t["organ"] and lesion.evidence in reports[t["BDMAP ID"]]
+        assert set(lesion.location) <= set(t["location"].split(" / ")) or lesion.location == [] or (
+            t["organ"] == "liver" and set(t["location"].split(" / ")) <= set(lesion.location)
+        )
+        if lesion.size_mm is None:
+            continue
+        true_d = sorted((float(v) for v in t["diameters (mm)"].split(" x ")), reverse=True)
+        for said, true in zip(lesion.size_mm, true_d):
+            assert abs(said - true) <= 0.51, (lesion.evidence, true_d)
+        # The size is written in the sentence: parse the first size phrase after the organ words.
+        text = re.sub(r"\(series \d+, image \d+\)|previously.*|increased from.*", "", lesion.evidence)
+        values = None
+        for m in _SIZE.finditer(text):
+            nums = [float(v) for v in m.groups()[:3] if v]
+            scale = 10.0 if m.group(4) == "cm" else 1.0
+            if [round(n * scale, 1) for n in nums] == lesion.size_mm:
+                values = nums
+        assert values is not None, lesion.evidence
+        checked += 1
+    assert checked >= 3
+
+
+def test_healthy_reports_say_no_lesion(dataset):
+    out, _ = dataset
+    reports = pd.read_csv(out / "reports.csv").set_index("BDMAP ID")["Report"]
+    gold = read_tumors_csv(out / "gold" / "tumors.csv")
+    truth = pd.read_csv(out / "gold" / "tumors_truth.csv")
+    healthy = set(reports.index) - set(truth["BDMAP ID"])
+    assert healthy and all(gold[c].no_lesion for c in healthy)
+    for case in healthy:
+        findings = reports[case].split("FINDINGS:")[1].split("IMPRESSION:")[0]
+        for sentence in re.split(r"(?<=\.)\s+|\n", findings):
+            if re.search(r"mass|lesion|nodule|metasta", sentence, re.I):
+                assert re.search(r"\bno\b|without", sentence, re.I), sentence
+
+
+def test_multiple_row_and_unknown_size_follow_method():
+    tumors = [ReportTumor("liver", ["segment 7"], (21.0, 18.0, 17.0)), ReportTumor("liver", ["segment 2"], (9.0, 8.0, 8.0)),
+              ReportTumor("liver", ["segment 5"], (12.0, 10.0, 9.0))]
+    seen_multiple = seen_unknown = False
+    for seed in range(60):
+        text, stated = write_report(np.random.default_rng(seed), tumors, {"phase": "portal venous"})
+        rows = [s.lesion for s in stated]
+        multiple = [r for r in rows if r.multiple]
+        if multiple:
+            seen_multiple = True
+            assert len(rows) == 2 and "largest" in multiple[0].evidence
+            assert rows[0].size_mm is not None and abs(rows[0].size_mm[0] - 21.0) <= 0.5
+            assert multiple[0].location == [] and multiple[0].size_mm is None
+        else:
+            assert len(rows) == 3
+        seen_unknown |= any(r.size_mm is None and not r.multiple for r in rows)
+        assert all(r.evidence in text for r in rows)
+    assert seen_multiple and seen_unknown
+
+
+def test_cli_writes_dataset(tmp_path):
+    out = tmp_path / "ph"
+    result = CliRunner().invoke(app, ["phantoms", str(out), "--n-mask", "1", "--n-report", "1", "--n-test", "0",
+                                      "--spacing", "6", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert (out / "reports.csv").is_file() and (out / "gold" / "tumors.csv").is_file()
+    assert len(list((out / "reports").iterdir())) == 1
