@@ -1,0 +1,187 @@
+"""rsuper checkpoints (contract 8) and conversion of R-Super checkpoints (prefixes, EMA, pickled modules)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rsuper.cli import app
+from rsuper.io import CT_NORMALISATION
+from rsuper.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    make_payload,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from rsuper.models.convert import convert_rsuper_checkpoint, load_class_list, read_rsuper_state_dict
+from rsuper.models.registry import build_model
+
+CLASSES = ["liver", "pancreas", "pancreatic_lesion"]
+
+
+def _small_payload(**kwargs) -> dict:
+    torch.manual_seed(0)
+    model = build_model("medformer_small", 1, len(CLASSES))
+    ema = {k: v + 1.0 for k, v in model.state_dict().items()}
+    return make_payload("medformer_small", 1, CLASSES, (2.0, 2.0, 2.0), (64, 64, 64), model.state_dict(),
+                        ema_state_dict=ema, **kwargs)
+
+
+def test_roundtrip_weights_only_with_ema_choice(tmp_path):
+    payload = _small_payload(training={"stage": 1, "step": 10}, config={"lr": 1e-3})
+    path = save_checkpoint(tmp_path / "run" / "last.pt", payload)
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary file left behind
+    torch.load(path, weights_only=True)  # plain data only
+    loaded = load_checkpoint(path)
+    assert loaded["class_names"] == CLASSES and loaded["normalisation"] == CT_NORMALISATION
+    assert loaded["orientation"] == "RAS" and loaded["spacing_mm"] == [2.0, 2.0, 2.0]
+    ema_model = model_from_checkpoint(loaded)
+    raw_model = model_from_checkpoint(loaded, use_ema=False)
+    key = "outc.bias"
+    torch.testing.assert_close(ema_model.state_dict()[key], payload["ema_state_dict"][key])
+    torch.testing.assert_close(raw_model.state_dict()[key], payload["state_dict"][key])
+    final, aux = raw_model.eval()(torch.zeros(1, 1, 32, 32, 32))
+    assert final.shape == aux.shape == (1, 3, 32, 32, 32)
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    good = save_checkpoint(tmp_path / "good.pt", _small_payload())
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(truncated)
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.pt"):
+        load_checkpoint(text)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model_state_dict": {"w": torch.zeros(1)}, "epoch": 3}, foreign)
+    with pytest.raises(CheckpointError, match="convert-checkpoint"):
+        load_checkpoint(foreign)
+    future = _small_payload()
+    future["format_version"] = 99
+    torch.save(future, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_mismatched_state_dict_names_keys_and_shapes():
+    payload = _small_payload()
+    payload["ema_state_dict"] = None
+    state = payload["state_dict"]
+    state["decoder.extra.weight"] = state.pop("up3.conv_blocks.0.conv1.conv.weight")
+    state["outc.weight"] = torch.zeros(5, 8, 1, 1, 1)
+    with pytest.raises(CheckpointError) as info:
+        model_from_checkpoint(payload)
+    message = str(info.value)
+    assert "missing keys: up3.conv_blocks.0.conv1.conv.weight" in message
+    assert "unexpected keys: decoder.extra.weight" in message
+    assert "outc.weight: checkpoint (5, 8, 1, 1, 1) vs model (3, 8, 1, 1, 1)" in message
+
+
+def _rsuper_style(model: torch.nn.Module, ema_shift: float) -> dict:
+    """R-Super's layout: DDP `module.` prefixes on the raw weights, EMA without prefix."""
+    raw = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}
+    ema = {k: v + ema_shift for k, v in model.state_dict().items()}
+    return {"model_state_dict": raw, "ema_model_state_dict": ema, "optimizer_state_dict": {}, "epoch": 7}
+
+
+def test_rsuper_checkpoint_loads_with_prefixes_and_ema(tmp_path):
+    model = build_model("medformer_small", 1, 3)
+    src = tmp_path / "rsuper.pth"
+    torch.save(_rsuper_style(model, 0.5), src)
+    ema, which = read_rsuper_state_dict(src)
+    assert which == "ema_model_state_dict"
+    raw, which = read_rsuper_state_dict(src, use_ema=False)
+    assert which == "model_state_dict" and list(raw) == list(model.state_dict())
+    torch.testing.assert_close(ema["outc.bias"], raw["outc.bias"] + 0.5)
+    before = src.read_bytes()
+    payload = convert_rsuper_checkpoint(src, tmp_path / "out.pt", CLASSES, spacing_mm=(1.5, 1.0, 1.0),
+                                        model_name="medformer_small")
+    assert src.read_bytes() == before  # input untouched
+    assert payload["config"]["weights"] == "ema_model_state_dict" and payload["spacing_mm"] == [1.5, 1.0, 1.0]
+    converted = model_from_checkpoint(load_checkpoint(tmp_path / "out.pt"))
+    torch.testing.assert_close(converted.state_dict()["outc.bias"], ema["outc.bias"])
+
+
+def test_rsuper_conversion_rejects_wrong_class_count(tmp_path):
+    src = tmp_path / "rsuper.pth"
+    torch.save(_rsuper_style(build_model("medformer_small", 1, 3), 0.0), src)
+    with pytest.raises(CheckpointError, match="3 output channels .* 2 names"):
+        convert_rsuper_checkpoint(src, tmp_path / "out.pt", CLASSES[:2], model_name="medformer_small")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_pickled_module_needs_trust_and_loads_without_original_classes(tmp_path, monkeypatch):
+    """DDP checkpoints hold a whole pickled module; its class need not be importable when reading it."""
+    (tmp_path / "lost_net_pkg.py").write_text(textwrap.dedent("""
+        from rsuper.models.medformer import MedFormer, SMALL_CONFIG
+        class OriginalNet(MedFormer):
+            def __init__(self):
+                super().__init__(1, 3, **SMALL_CONFIG)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lost_net_pkg
+
+    net = lost_net_pkg.OriginalNet()
+    src = tmp_path / "ddp.pth"
+    torch.save({"model_state_dict": net, "epoch": 1}, src)
+    del sys.modules["lost_net_pkg"]
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    (tmp_path / "lost_net_pkg.py").unlink()
+
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        read_rsuper_state_dict(src, use_ema=False)
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        state, which = read_rsuper_state_dict(src, use_ema=False, trust_checkpoint=True)
+    assert which == "model_state_dict"
+    assert list(state) == list(net.state_dict())
+    torch.testing.assert_close(state["outc.weight"], net.state_dict()["outc.weight"])
+
+
+def test_class_list_file_is_canonicalised(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("# channel order\nLiver\npancreas_tumor\n\nkidney-left\n")
+    assert load_class_list(path) == ["liver", "pancreatic_lesion", "kidney_left"]
+    path.write_text("liver\nliver\n")
+    with pytest.raises(CheckpointError, match="duplicated"):
+        load_class_list(path)
+
+
+@pytest.mark.slow
+def test_cli_converts_full_medformer(tmp_path):
+    """`rsuper convert-checkpoint` on a paper-size MedFormer in R-Super's format (~150 MB file)."""
+    src = tmp_path / "rsuper_medformer.pth"
+    torch.save(_rsuper_style(build_model("medformer", 1, 3), 0.25), src)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES))
+    out = tmp_path / "converted.pt"
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert-checkpoint", str(src), str(out), "--classes", str(classes),
+                                 "--spacing", "1,1,1"])
+    assert result.exit_code == 0, result.output
+    payload = load_checkpoint(out)
+    assert payload["model"] == {"name": "medformer", "in_channels": 1, "num_classes": 3, "kwargs": {}}
+    assert payload["class_names"] == CLASSES and payload["patch_size"] == [128, 128, 128]
+    model_from_checkpoint(payload)
+    bad = runner.invoke(app, ["convert-checkpoint", str(src), str(tmp_path / "x.pt"), "--classes", str(classes),
+                              "--spacing", "0"])
+    assert bad.exit_code != 0 and "spacing" in bad.output
+
+
+def test_cli_reports_missing_file(tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("liver\n")
+    result = CliRunner().invoke(app, ["convert-checkpoint", str(tmp_path / "none.pth"), str(tmp_path / "o.pt"),
+                                      "--classes", str(classes)])
+    assert result.exit_code == 2
+    assert "none.pth" in result.output and "not a file" in result.output
+    assert not (tmp_path / "o.pt").exists()
