@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rsuper.reports.vocabulary import SEGMENT_RE
+
 _NUM = r"(?:\d+(?:\.\d+)?|\.\d+)(?![\d/])"
 _DIM = rf"{_NUM}(?:\s*(?:-|–|to)\s*{_NUM})?"
 _UNIT = r"(?:cm|mm|centimet(?:er|re)s?|millimet(?:er|re)s?)\b"
@@ -39,6 +41,10 @@ _PRIOR_AFTER_RE = re.compile(
     re.IGNORECASE,
 )
 _LIST_UNIT_RE = re.compile(r"(?:\s*(?:,|and|or|&)\s*(?:and\s+)?\d+(?:\.\d+)?)+\s*(cm|mm)\b", re.IGNORECASE)
+_NOT_SIZE_RE = re.compile(
+    r"(?:segments?|seg\.?|\bs|bosniak|series|image|img|grade|level|lr-?|li-rads|type|stage|phase|\b[tlc])\s*$",
+    re.IGNORECASE,
+)
 _MIN_MM, _MAX_MM = 1.0, 400.0
 
 
@@ -59,10 +65,13 @@ def _upper(dim: str) -> float:
 def find_measurements(text: str) -> list[Measurement]:
     """All size statements in ``text``, in order (prior ones included, flagged ``prior=True``)."""
     found: list[Measurement] = []
+    segments = [m.span() for m in SEGMENT_RE.finditer(text)]
     for match in MEASUREMENT_RE.finditer(text):
         dims = [match.group(i) for i in (1, 3, 5) if match.group(i)]
         units = [(match.group(i) or "").lower() for i in (2, 4, 6) if match.group(i - 1)]
         before = text[max(0, match.start() - 60) : match.start()]
+        if not units[0] and (_NOT_SIZE_RE.search(before) or any(a <= match.start() < b for a, b in segments)):
+            continue  # "segment 8", "Bosniak 2", "series 3": a number that is not a size
         listed = _LIST_UNIT_RE.match(text[match.end() :]) if not any(units) and len(dims) == 1 else None
         if listed:  # "1.0 and 1.5 cm": the unit of the list's last number
             units = [listed.group(1).lower()]

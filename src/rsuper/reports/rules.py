@@ -62,7 +62,7 @@ _EXCLUSION_RE = re.compile(
     re.IGNORECASE,
 )
 _CLAUSE_SPLIT_RE = re.compile(
-    r";|\s*\b(?:but|however|although|though|whereas|except(?: for)?|with the exception of|apart from|aside from)\b\s*",
+    r";(?!\s*(?:the\s+)?(?:largest|biggest|dominant)\b)|\s*\b(?:but|however|although|though|whereas|except(?: for)?|with the exception of|apart from|aside from)\b\s*",
     re.IGNORECASE,
 )
 _PART_SPLIT_RE = re.compile(
@@ -88,7 +88,7 @@ _ANAPHORA_RE = re.compile(r"\b(?:the|this|these|that|those|said|known|aforementi
                           r"(?:[\w-]+\s+){0,3}$", re.IGNORECASE)
 _RELATION_RE = re.compile(
     r"\b(?:abut\w*|adjacent|near|contact\w*|compress\w*|displac\w*|invad\w*|encas\w*|toward|posterior|anterior|"
-    r"medial|lateral|superior|inferior|between|along|extend\w*|into|separate|inseparable|involv\w*|near)\b"
+    r"medial|lateral|superior|inferior|between|along|extend\w*|into|separate|inseparable)\b"
     r"(?:\s+(?:to|from|the|of|with))*\s*$",
     re.IGNORECASE,
 )
@@ -168,14 +168,15 @@ def _pick_organ(text: str, noun_start: int, context: str | None) -> str | None:
         h for h in all_hits
         if not _RELATION_RE.search(text[max(0, h[0] - 40) : h[0]]) and not _VESSEL_RE.match(text[h[1] :])
     ]
-    if not hits and context is not None:
-        return context
-    hits = hits or all_hits
     if not hits:
         for regex, organ in _IMPLIED_ORGAN:
             if regex.search(text):
                 return organ
-        return "liver" if segment_numbers(text) else None
+        if segment_numbers(text) and context in (None, "liver"):
+            return "liver"
+        if context is not None or not all_hits:
+            return context
+        hits = all_hits
     return min(hits, key=lambda h: (abs(h[0] - noun_start), h[0]))[2]
 
 
@@ -321,6 +322,9 @@ def _add(lesions: list[Lesion], mention: _Mention, repeat_ok: bool) -> None:
     """
     for new in mention.lesions + mention.multiple_rows:
         candidates = [i for i, known in enumerate(lesions) if _compatible(known, new)]
+        if repeat_ok and not candidates and not new.size_mm and not new.multiple:
+            # an unsized impression mention restates the organ's findings, even when worded differently
+            candidates = [i for i, known in enumerate(lesions) if known.organ == new.organ and not known.multiple]
         if not repeat_ok and not mention.anaphoric and not new.multiple:
             candidates = [
                 i for i in candidates

@@ -25,7 +25,7 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("findings", re.compile(r"finding|report|^body$|abdomen|pelvis|observation", re.I)),
 )
 _HEADER_RE = re.compile(r"(?:^|(?<=[.;\n]))[ \t]*([A-Za-z][A-Za-z /&,()\-]{0,40}?)[ \t]*:(?![\d/])", re.M)
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])|\n+\s*(?=\S)|(?<=\S)\s+(?=\d{1,2}[.)]\s+[A-Z])")
+_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[]|\d+(?:\.\d+)?\s*(?:x|cm|mm)\b)|\n+\s*(?=\S)|(?<=[.:;])\s+(?=\d{1,2}[.)]\s+[A-Z])")
 _LIST_MARK_RE = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+")
 _SIDE_HEADERS = {"left": "left", "right": "right", "left kidney": "left", "right kidney": "right"}
 

@@ -99,7 +99,7 @@ LIVER_REGIONS: dict[str, tuple[int, ...]] = {
     "right posterior": (6, 7),
     "posterior right": (6, 7),
 }
-_SEGMENT_RE = re.compile(
+SEGMENT_RE = re.compile(
     r"\b(?:couinaud\s+)?(?:segments?|seg\.?|s)\s*((?:(?:[1-8](?![\d.,]\d|\s*(?:cm|mm)\b)|viii|vii|vi|iv|v|iii|ii|i)[ab]?"
     r"(?:\s*(?:,|/|-|and|or|&|to)\s*)?)+)\b",
     re.IGNORECASE,
@@ -147,7 +147,7 @@ def canonical_organ(name: str) -> str:
 def segment_numbers(text: str) -> list[int]:
     """Couinaud segments named in ``text`` ("segments 6/7", "segment VIII", "S4a") as sorted ints."""
     found: set[int] = set()
-    for match in _SEGMENT_RE.finditer(text):
+    for match in SEGMENT_RE.finditer(text):
         items = _SEGMENT_ITEM_RE.findall(match.group(1))
         numbers = [int(item) if item.isdigit() else ROMAN[item.lower()] for item in items]
         if re.search(r"\d\s*(?:-|to)\s*\d", match.group(1)) and len(numbers) == 2:
