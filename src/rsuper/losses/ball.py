@@ -35,6 +35,7 @@ from torch import nn
 
 from rsuper.losses.geometry import (
     Spacing,
+    ball_voxel_count,
     bounding_box,
     check_spacing,
     dilate_mm,
@@ -150,7 +151,7 @@ def ball_pseudo_labels(
                 continue
             n_voxels = max(1, _round_half_up(volume / voxel_mm3))
             if volume_mode == "rsuper_code":
-                n_voxels = max(n_voxels, int(ellipsoid_kernel(diameter, spacing).sum()) - 1)
+                n_voxels = max(n_voxels, ball_voxel_count(diameter, spacing) - 1)
             n_prime = min(n_voxels, n_candidates)
             n_pos = max(1, _round_half_up((1.0 - margin) * n_prime))
             n_ext = min(max(n_pos, _round_half_up((1.0 + margin) * n_prime)), n_candidates)
