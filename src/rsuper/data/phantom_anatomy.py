@@ -13,7 +13,8 @@ True sub-segments (documented partitions, see docs/phantoms.md):
   ``theta_R < theta_M < theta_L`` (degrees from patient right toward anterior, hepatic-vein planes)
   and one transverse portal plane ``z = z_portal``: right posterior sector (theta < theta_R) = 7 above /
   6 below; right anterior (theta_R..theta_M) = 8 / 5; medial left (theta_M..theta_L) = 4; left lateral
-  (theta >= theta_L) = 2 above / 3 below.
+  (theta >= theta_L) = 2 (posterior-superior) / 3 (anterior-inferior) of an oblique plane through the
+  raised left lobe.
 - kidneys: kidney_left / kidney_right are separate organs.
 """
 
@@ -271,9 +272,11 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
     d = [g.x - liver_c[0], g.y - liver_c[1], g.z - liver_c[2]]
     lx = sum(liver_rot.T[0, i] * d[i] for i in range(3)) / la
     lz = sum(liver_rot.T[2, i] * d[i] for i in range(3))
-    taper = 0.42 + 0.58 / (1.0 + np.exp(-(lx + 0.15) / 0.18))  # left lobe thinner
+    right = 1.0 / (1.0 + np.exp(-(lx + 0.15) / 0.18))
+    taper = 0.42 + 0.58 * right  # the left lobe is thinner and sits higher (above the pancreas)
+    lift = (1.0 - right) * 0.45 * lh
     liver_rho = g.ellipsoid(liver_c, (la, lb, lh), liver_rot)
-    liver_rho = np.sqrt(np.maximum(liver_rho**2 - (lz / lh) ** 2 + (lz / (lh * taper)) ** 2, 0.0))
+    liver_rho = np.sqrt(np.maximum(liver_rho**2 - (lz / lh) ** 2 + ((lz - lift) / (lh * taper)) ** 2, 0.0))
     spleen_rho = g.ellipsoid(
         _jitter(rng, (-84.0, -30.0, 30.0), 4.0),
         (rng.uniform(23, 28), rng.uniform(44, 54), rng.uniform(48, 58)),
@@ -337,7 +340,7 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
         2: 45.0 + 70.0 * enh + rng.uniform(-8, 8),
         3: 35.0 + 125.0 * enh + rng.uniform(-10, 10),
         4: 35.0 + 125.0 * enh + rng.uniform(-10, 10),
-        5: 40.0 + 60.0 * enh + rng.uniform(-8, 8),
+        5: 40.0 + 50.0 * enh + rng.uniform(-8, 8),
     }
     texture = 6.0 * _smooth_field(rng, shape, 12, 1.0)
     for label, hu in organ_hu.items():
@@ -390,7 +393,10 @@ def _couinaud_partition(g: _Grid, rng, ivc_c, liver_c, liver_h) -> np.ndarray:
     part = np.where(theta < t_r, np.where(sup, 7, 6), 0)
     part = np.where((theta >= t_r) & (theta < t_m), np.where(sup, 8, 5), part)
     part = np.where((theta >= t_m) & (theta < t_l), 4, part)
-    part = np.where(theta >= t_l, np.where(sup, 2, 3), part)
+    # Left lateral: 2 (posterior-superior) / 3 (anterior-inferior) split by an oblique plane through the
+    # raised left lobe.
+    upper_left = (g.z - (liver_c[2] + 0.4 * liver_h)) - 0.6 * (g.y - liver_c[1]) >= 0.0
+    part = np.where(theta >= t_l, np.where(upper_left, 2, 3), part)
     caudate_c = (ivc_c[0] - 16.0, ivc_c[1] + 14.0, liver_c[2] - 0.05 * liver_h)
     part[g.ellipsoid(caudate_c, (17.0, 13.0, 28.0)) <= 1.0] = 1
     return part.astype(np.int8)

@@ -138,8 +138,11 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def format_size(rng: np.random.Generator, diameters_mm, prior: bool = False) -> tuple[str, list[float]]:
-    """Size phrase (mm or cm, 1-3 diameters, rounded like a radiologist) and its value in mm."""
+def format_size(rng: np.random.Generator, diameters_mm, unitless_ok: bool = True) -> tuple[str, list[float]]:
+    """Size phrase (mm or cm, 1-3 diameters, rounded like a radiologist) and its value in mm.
+
+    With `unitless_ok`, about 1 in 20 phrases omit the unit (a bare number is mm, METHOD.md §2).
+    """
     k = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
     dims = sorted(diameters_mm, reverse=True)[:k]
     style = rng.random()
@@ -147,7 +150,7 @@ def format_size(rng: np.random.Generator, diameters_mm, prior: bool = False) -> 
         values = [max(0.1, round(d / 10.0, 1)) for d in dims]
         return " x ".join(f"{v:.1f}" for v in values) + " cm", [round(v * 10.0, 1) for v in values]
     values = [max(1, int(round(d))) for d in dims]
-    unit = "" if style > 0.95 and not prior else " mm"  # a number without unit is mm (METHOD.md §2)
+    unit = "" if style > 0.95 and unitless_ok else " mm"  # a number without unit is mm (METHOD.md §2)
     return " x ".join(str(v) for v in values) + unit, [float(v) for v in values]
 
 
@@ -190,13 +193,13 @@ def _describe(rng, t: ReportTumor, index: int, has_comparison: bool) -> _Said:
         sentence = _pick(rng, UNSIZED).format(adj=adj_s, Adj=(adj_s or "").capitalize() or "A ", noun=noun, site=site)
         size_mm = None
     else:
-        size, size_mm = format_size(rng, t.diameters_mm)
+        template = _pick(rng, SIZED if has_comparison else [t for t in SIZED if not t.startswith(("Again", "Redemonstrated"))])
+        size, size_mm = format_size(rng, t.diameters_mm, unitless_ok="{size} {adj}" not in template)
         prior = ""
         if has_comparison and rng.random() < 0.35:
-            old, _ = format_size(rng, [0.7 * d for d in t.diameters_mm], prior=True)
+            old, _ = format_size(rng, [0.7 * d for d in t.diameters_mm], unitless_ok=False)
             prior = _pick(rng, [", previously {0}", " (previously measured {0})", ", increased from {0}"]).format(old)
-        templates = SIZED if has_comparison else [t for t in SIZED if not t.startswith(("Again", "Redemonstrated"))]
-        sentence = _pick(rng, templates).format(
+        sentence = template.format(
             adj=adj_s, Adj=adj_s.capitalize() if adj_s else "", noun=noun, site=site, size=size, prior=prior,
             image=int(rng.integers(20, 120)),
         )
