@@ -402,7 +402,6 @@ def _couinaud_partition(g: _Grid, rng, ivc_c, liver_c, liver_h) -> np.ndarray:
     return part.astype(np.int8)
 
 
-_ORGAN_LABELS = {"liver": (1,), "kidney": (3, 4), "pancreas": (5,)}
 
 
 def _token_region(organ: str, token: str, labels, liver_part, pancreas_part) -> np.ndarray:
@@ -431,42 +430,43 @@ def _place_tumors(rng, g: _Grid, settings: AnatomySettings, plans, labels, img, 
     het = _smooth_field(rng, g.shape, 16, 1.0)
     occupied = np.zeros(g.shape, dtype=bool)
     spacing = tuple(float(s) for s in g.spacing)
+    shell = max(1, int(round(3.0 / min(spacing))))  # a free 3 mm shell keeps instances separate components
     for plan in plans:
         pancreas_part = pancreas_axis.partition(labels == 5, split) if plan.organ == "pancreas" else None
         region = _token_region(plan.organ, plan.token, labels, liver_part, pancreas_part)
-        organ_mask = np.isin(labels, _ORGAN_LABELS[plan.organ])
-        if not region.any():
+        where = np.argwhere(region)
+        if len(where) == 0:
             continue
-        lo = np.argwhere(organ_mask).min(0)
-        hi = np.argwhere(organ_mask).max(0) + 1
-        box = tuple(slice(max(l - 2, 0), h + 2) for l, h in zip(lo, hi))
+        box = tuple(slice(max(lo - 2, 0), hi + 3) for lo, hi in zip(where.min(0), where.max(0)))
         # Depth inside the wanted sub-segment, so the tumor lies mostly in it (it may spill over).
-        depth = np.zeros(g.shape, dtype=np.float32)
-        depth[box] = ndimage.distance_transform_edt(region[box] & ~occupied[box], sampling=spacing)
-        radius = plan.diameters_mm[0] / 2.0
-        target = min(radius, 0.85 * float(depth.max()))
+        depth = ndimage.distance_transform_edt(region[box] & ~occupied[box], sampling=spacing)
+        target = min(plan.diameters_mm[0] / 2.0, 0.85 * float(depth.max()))
         candidates = np.argwhere(depth >= max(target, 1e-3))
         if len(candidates) == 0:
             continue
-        cv = candidates[rng.integers(len(candidates))]
+        cv = candidates[rng.integers(len(candidates))] + np.array([b.start for b in box])
         centre = np.array([g.x[tuple(cv)], g.y[tuple(cv)], g.z[tuple(cv)]], dtype=np.float32)
         semi = np.asarray(plan.diameters_mm, dtype=np.float32) / 2.0
         rho = g.ellipsoid(centre, semi, _rot(rng, (180, 180, 180)), reach=1.6)
-        mask = (rho <= 1.0) & free & ~occupied
-        if not mask.any():
+        near = np.argwhere(rho <= 1.6)
+        tbox = tuple(slice(max(lo - shell, 0), hi + shell + 1) for lo, hi in zip(near.min(0), near.max(0)))
+        rho_b = rho[tbox]
+        mask_b = (rho_b <= 1.0) & free[tbox] & ~occupied[tbox]
+        if not mask_b.any():
             continue
+        mask = np.zeros(g.shape, dtype=bool)
+        mask[tbox] = mask_b
         # Tumors displace whatever they grow into: they become part of their organ.
         labels[mask] = labels[tuple(cv)]
-        # Keep a 3 mm shell free so instances stay separate connected components.
-        occupied |= ndimage.binary_dilation(mask, iterations=max(1, int(round(3.0 / min(spacing)))))
+        occupied[tbox] |= ndimage.binary_dilation(mask_b, iterations=shell)
         contrast = min(-5.0, settings.tumor_contrast_hu + rng.uniform(-1, 1) * settings.tumor_contrast_spread_hu)
-        r_mm = np.maximum(1.0 - rho, -1.0) * float(semi.min())
+        edge = rho_b <= 1.6
+        r_mm = (1.0 - rho_b[edge]) * float(semi.min())
         profile = 1.0 / (1.0 + np.exp(-r_mm / max(settings.tumor_edge_mm / 2.0, 1e-3)))
-        near = rho <= 1.6
-        base = organ_hu[int(labels[tuple(cv)])]
-        img[near] = img[near] * (1 - profile[near]) + (base + contrast + settings.tumor_heterogeneity_hu * het[near]) * profile[near]
-        z_axis = np.argwhere(organ_mask)[:, 2]
-        axial = float((cv[2] - z_axis.min()) / max(z_axis.max() - z_axis.min(), 1))
+        tumor_hu = organ_hu[int(labels[tuple(cv)])] + contrast + settings.tumor_heterogeneity_hu * het[tbox][edge]
+        img_b = img[tbox]
+        img_b[edge] = img_b[edge] * (1.0 - profile) + tumor_hu * profile
+        z_range = where[:, 2].min(), where[:, 2].max()
         placed.append(
             PlacedTumor(
                 plan=plan,
@@ -475,7 +475,7 @@ def _place_tumors(rng, g: _Grid, settings: AnatomySettings, plans, labels, img, 
                 centre_mm=tuple(float(v) for v in (g.affine[:3, :3] @ cv + g.affine[:3, 3])),
                 location_fractions={},
                 contrast_hu=float(contrast),
-                axial_position=axial,
+                axial_position=float((cv[2] - z_range[0]) / max(z_range[1] - z_range[0], 1)),
             )
         )
     pancreas_part = pancreas_axis.partition(labels == 5, split)
