@@ -27,14 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import (
-    Compose,
-    RandAffined,
-    RandGaussianNoised,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-)
-from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset, Sampler
 
 from rsuper.anatomy import labels
@@ -89,12 +81,21 @@ def collect_training_cases(
     return mask_cases, report_cases, skipped
 
 
-def build_augmentation(prob_spatial: float = 0.2, prob_intensity: float = 0.15) -> Compose:
+def build_augmentation(prob_spatial: float = 0.2, prob_intensity: float = 0.15) -> Any:
     """MONAI spatial (rotation +-15 deg, scale +-10 %) and intensity (scale, shift, noise) augmentation.
 
     Keys: ``image`` (bilinear, border padding) and ``targets`` (label/unknown/region/valid stacked,
-    nearest, zero padding). No flips: they would swap left/right classes.
+    nearest, zero padding). No flips: they would swap left/right classes. Returns a MONAI ``Compose``
+    (MONAI is imported here: its import takes seconds and runs without augmentation do not need it).
     """
+    from monai.transforms import (
+        Compose,
+        RandAffined,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
     return Compose(
         [
             RandAffined(
@@ -247,6 +248,9 @@ class TrainingDataset(Dataset):
         self, image: torch.Tensor, targets: torch.Tensor, seed: int, has_region: bool
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Applies the MONAI augmentation; spatial changes that would cut the region are undone."""
+        from monai.transforms import Compose
+        from monai.utils import convert_to_tensor
+
         self.augmentation.set_random_state(seed=seed % (2**32))
         out = self.augmentation({"image": image, "targets": targets.float()})
         new_image = convert_to_tensor(out["image"], track_meta=False).float()

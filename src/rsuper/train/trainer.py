@@ -302,6 +302,7 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
         if self.amp_dtype != torch.float16 and not all_ranks_true(math.isfinite(grad_norm), self.ctx):
             self._diverged(f"gradient norm is {grad_norm} ({_fmt_losses(values)})")
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -345,7 +346,7 @@ class Trainer:
                     if self.step % c.log_every == 0 or self.step == c.steps:
                         now = time.perf_counter()
                         row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                        row["lr"] = self.scheduler.get_last_lr()[0]
+                        row["lr"] = window[-1]["lr"]  # the lr of the last step in the window
                         row["samples_per_s"] = len(window) * c.batch_size * self.ctx.world_size / (now - last_log)
                         row["elapsed_s"] = now - start_time
                         if log is not None:

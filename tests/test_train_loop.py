@@ -1,0 +1,110 @@
+"""Trainer (METHOD.md §6): exact resume, NaN stop, schedule, output-bias init, CLI configuration."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from train_helpers import make_cache
+from typer.testing import CliRunner
+
+from rsuper.cli import app
+from rsuper.config import TrainConfig
+from rsuper.models.checkpoint import load_checkpoint
+from rsuper.reports.tables import write_tumors_csv
+from rsuper.train.schedule import warmup_poly_factor
+from rsuper.train.distributed import DistributedContext
+from rsuper.train.trainer import Trainer, TrainingDiverged, output_bias_parameters, train
+
+TINY = "train_helpers:make_tiny_net"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    findings = make_cache(root / "cache")
+    write_tumors_csv(findings.values(), root / "tumors.csv")
+    return root
+
+
+def _config(root, out, **kw):
+    base = dict(
+        cache=root / "cache", out=root / out, model=TINY, patch_size=(32, 32, 32), workers=0, warmup_steps=2,
+        lr=1e-2, log_every=5, checkpoint_every=10, steps=30, augment=False,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_resume_after_interruption_is_exact(data):
+    cfg = _config(data, "full", steps=8, checkpoint_every=3, augment=True)
+    full = load_checkpoint(train(cfg, show_progress=False))
+
+    def interrupt(step, _losses):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    cut = _config(data, "cut", steps=8, checkpoint_every=3, augment=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, show_progress=False, on_step=interrupt)
+    assert load_checkpoint(data / "cut" / "last.pt")["training"]["step"] == 3
+    resumed = load_checkpoint(train(cut.model_copy(update={"resume": True}), show_progress=False))
+    for key in ("state_dict", "ema_state_dict"):
+        for name, tensor in full[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+    assert [r["step"] for r in _rows(data / "cut" / "metrics.csv")] == ["5", "8"]
+
+
+def test_nan_stops_with_clear_message_and_keeps_last_checkpoint(data, monkeypatch):
+    cfg = _config(data, "nan", steps=6, checkpoint_every=2)
+    original = Trainer._train_step
+
+    def poisoned(self, batch):
+        if self.step == 3:
+            batch = {**batch, "image": batch["image"] * float("nan")}
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 4: loss is not finite.*last good checkpoint .*last.pt is kept"):
+        train(cfg, show_progress=False)
+    assert load_checkpoint(data / "nan" / "last.pt")["training"]["step"] == 2
+
+
+def test_output_bias_is_log_odds_of_foreground(data):
+    trainer = Trainer(_config(data, "bias", steps=1), DistributedContext())
+    heads = output_bias_parameters(trainer.model, len(trainer.class_names), 4)
+    assert {id(h) for h in heads} == {id(trainer.model.final.bias), id(trainer.model.aux.bias)}
+    bias = trainer.model.final.bias.detach()
+    lesion = trainer.class_names.index("liver_lesion")
+    liver = trainer.class_names.index("liver")
+    assert bias[lesion] < bias[liver] < 0  # rare lesion voxels, common liver voxels: log-odds < 0
+    assert torch.equal(trainer.model.final.bias, trainer.model.aux.bias)
+
+
+def test_schedule_warmup_then_poly():
+    assert warmup_poly_factor(0, 4, 100) == pytest.approx(0.2)
+    assert warmup_poly_factor(3, 4, 100) == pytest.approx(0.8)
+    assert warmup_poly_factor(4, 4, 100) == 1.0
+    assert warmup_poly_factor(52, 4, 100) == pytest.approx(0.5**0.9)
+    assert warmup_poly_factor(100, 4, 100) == 0.0
+
+
+def test_cli_print_config_and_errors(data, tmp_path):
+    runner = CliRunner()
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model: dynunet_small\nsteps: 7\ntarget_organs: [pancreas]\n")
+    result = runner.invoke(app, ["train", "--config", str(run_yaml), "--patch-size", "64,64,32", "--print-config"])
+    assert result.exit_code == 0, result.output
+    printed = TrainConfig.model_validate(__import__("yaml").safe_load(result.stdout))
+    assert printed.steps == 7 and printed.patch_size == (64, 64, 32) and printed.classes[-1] == "pancreatic_lesion"
+    bad = runner.invoke(app, ["train", "--config", str(run_yaml), "--stage", "2", "--print-config"])
+    assert bad.exit_code == 2 and "init" in bad.output
+    (tmp_path / "typo.yaml").write_text("stpes: 3\n")
+    assert runner.invoke(app, ["train", "--config", str(tmp_path / "typo.yaml")]).exit_code == 2
+    missing = runner.invoke(app, ["train", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 1 and "rsuper prepare" in missing.output
