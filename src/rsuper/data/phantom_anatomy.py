@@ -121,7 +121,8 @@ class _Grid:
 
     def ellipsoid(self, centre, semi, rotation: np.ndarray | None = None, reach: float = 1.0) -> np.ndarray:
         """Normalised ellipsoid radius (float32 (X, Y, Z)); exact where it is <= `reach`, else >= reach."""
-        reach_mm = float(max(semi)) * reach + 12.0
+        centre, semi = [float(c) for c in centre], [float(s) for s in semi]  # keep float32 arithmetic
+        reach_mm = max(semi) * reach + 12.0
         lo = np.floor(self.to_voxel(np.asarray(centre) - reach_mm)).astype(int).clip(0, np.array(self.shape))
         hi = np.ceil(self.to_voxel(np.asarray(centre) + reach_mm)).astype(int).clip(0, np.array(self.shape))
         box = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
@@ -246,14 +247,14 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
     phase = rng.choice(["portal venous", "arterial", "non-contrast"], p=[0.7, 0.15, 0.15])
     findings["phase"] = str(phase)
     enh = {"portal venous": 1.0, "arterial": 0.75, "non-contrast": 0.0}[str(phase)]
-    spine_c = np.array([0.0, -b + fat + muscle + 22.0])
+    spine_c = np.array([0.0, -b + fat + muscle + 22.0], dtype=np.float32)
     r_vert = np.hypot(g.x - spine_c[0], g.y - spine_c[1])
     vert = r_vert <= 17.0
     post = (((g.x / 22.0) ** 2 + ((g.y - spine_c[1] + 30.0) / 9.0) ** 2) <= 1.0) & body
     canal = np.hypot(g.x - spine_c[0], g.y - (spine_c[1] - 22.0)) <= 7.0
     paraspinal = (((np.abs(g.x) - 32.0) / 20.0) ** 2 + ((g.y - spine_c[1] + 22.0) / 15.0) ** 2 <= 1.0) & body
     aorta = np.hypot(g.x + 12.0, g.y - (spine_c[1] + 27.0)) <= rng.uniform(9, 12)
-    ivc_c = np.array([18.0 + rng.uniform(-3, 3), spine_c[1] + 30.0])
+    ivc_c = np.array([18.0 + rng.uniform(-3, 3), spine_c[1] + 30.0], dtype=np.float32)
     ivc = np.hypot(g.x - ivc_c[0], g.y - ivc_c[1]) <= rng.uniform(9, 12)
     img[paraspinal] = 50.0
     img[vert | post] = 320.0
