@@ -61,9 +61,9 @@ PANCREAS_SITES = {
     ("body", "tail"): ["in the pancreatic body/tail", "involving the body and tail of the pancreas"],
     ("head", "body", "tail"): ["involving the pancreatic head, body and tail"],
 }
-KIDNEY_POLES = {"lower": ["lower pole of the {side} kidney", "{side} kidney lower pole", "{side} lower pole"],
+KIDNEY_POLES = {"lower": ["lower pole of the {side} kidney", "{side} kidney lower pole", "{side} renal lower pole"],
                 "mid": ["interpolar region of the {side} kidney", "mid {side} kidney", "{side} kidney"],
-                "upper": ["upper pole of the {side} kidney", "{side} kidney upper pole", "{side} upper pole"]}
+                "upper": ["upper pole of the {side} kidney", "{side} kidney upper pole", "{side} renal upper pole"]}
 LIVER_REGIONS = [  # (tokens covered, phrase, tokens the phrase means) per METHOD.md §2
     ({"segment 1"}, "in the caudate lobe", ["segment 1"]),
     ({"segment 7", "segment 8"}, "at the hepatic dome", ["segment 7", "segment 8"]),
