@@ -9,7 +9,7 @@ from rsuper.evaluate.detection import auroc, binary_metrics, bootstrap_ci, choos
     predict_positive, roc_curve, threshold_sweep
 from rsuper.evaluate.lesions import match_lesions, report_agreement
 from rsuper.evaluate.overlap import dice, surface_dice
-from rsuper.infer.findings import lesion_components, principal_diameters_mm
+from rsuper.infer.findings import lesion_components, organ_summary
 
 
 def _cubes(shift=(1, 0, 0)):
@@ -117,6 +117,14 @@ def test_findings_box_diameters_volume_and_location():
 
 def test_principal_diameters_of_a_digital_ball():
     grid = np.indices((15, 15, 15)) - 7
-    coords = np.argwhere((grid ** 2).sum(0) <= 4.5 ** 2)  # ball of diameter 9 voxels
-    assert len(coords) == 389  # METHOD.md §10
-    assert principal_diameters_mm(coords, (1, 1, 1)) == pytest.approx([9, 9, 9], abs=0.01)
+    ball = (grid ** 2).sum(0) <= 4.5 ** 2  # ball of diameter 9 voxels
+    assert ball.sum() == 389  # METHOD.md §10
+    specks = np.zeros((40, 15, 15), bool)
+    specks[:15] = ball
+    specks[20:40:2, 0, 0] = True  # ten one-voxel components
+    comps = lesion_components(specks, (1.0, 1.0, 1.0))
+    assert len(comps) == 11 and comps[0]["voxels"] == 389
+    assert comps[0]["diameters_mm"] == pytest.approx([9, 9, 9], abs=0.01)
+    assert all(c["diameters_mm"] == [1.0, 1.0, 1.0] and c["volume_mm3"] == 1.0 for c in comps[1:])
+    summary = organ_summary("liver", "liver_lesion", comps, max_listed=3)
+    assert summary["count"] == 11 and summary["total_volume_mm3"] == 399.0 and len(summary["components"]) == 3

@@ -9,7 +9,7 @@ Components are 26-connected (cc3d). For each component:
   (``sqrt(sum((u_i * s_i)^2))``), so a single voxel measures one voxel and a digital ball of diameter
   d measures about d along every axis.
 - ``max_probability`` = the largest lesion probability inside the component (when given).
-- ``location`` = the report location tokens ("head", "segment 7", "left", ...) of the sub-segment that
+- ``location`` = the report location token ("head", "segment 7", "left", ...) of the sub-segment that
   overlaps the component most (METHOD.md §2 tokens, via ``rsuper.anatomy.labels``); empty when no
   sub-segment mask overlaps it (unknown location, "u").
 
@@ -35,30 +35,42 @@ def component_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labelled, int(count)
 
 
-def principal_diameters_mm(coords_vox: np.ndarray, spacing_mm: tuple[float, float, float]) -> list[float]:
-    """Extents (mm, largest first) of a voxel set along its principal axes; ``coords_vox`` is (N, 3)."""
+MAX_COMPONENTS = 100
+
+
+def _component_geometry(labelled: np.ndarray, count: int, spacing_mm: tuple[float, float, float]
+                        ) -> dict[str, np.ndarray]:
+    """Per-component voxel indices and geometry, vectorised over all components (no Python loop).
+
+    Returns flat indices ``idx`` sorted by label, ``starts`` (first position of each label in ``idx``),
+    ``counts``, ``coords`` (N, 3), ``centroid`` (K, 3 voxels), ``lo``/``hi`` bounding boxes and
+    ``diameters`` (K, 3, mm, descending) as defined in the module docstring.
+    """
     spacing = np.asarray(spacing_mm, dtype=np.float64)
-    points = coords_vox.astype(np.float64) * spacing
-    if len(points) == 1:
-        return sorted((float(s) for s in spacing), reverse=True)
-    centred = points - points.mean(axis=0)
-    _, axes = np.linalg.eigh(centred.T @ centred)
-    projections = centred @ axes
-    voxel_length = np.sqrt(((axes * spacing[:, None]) ** 2).sum(axis=0))
-    extents = projections.max(axis=0) - projections.min(axis=0) + voxel_length
-    return sorted((float(e) for e in extents), reverse=True)
-
-
-def _location_tokens(organ: str | None, subsegments: dict[str, np.ndarray], voxels: tuple[np.ndarray, ...]
-                     ) -> tuple[list[str], dict[str, int]]:
-    """Tokens of the sub-segment with the largest overlap with the component, and all overlaps (voxels)."""
-    overlaps = {name: int(np.count_nonzero(mask[voxels])) for name, mask in subsegments.items()}
-    overlaps = {name: n for name, n in overlaps.items() if n > 0}
-    if not overlaps:
-        return [], {}
-    best = max(overlaps, key=lambda name: overlaps[name])
-    token_of_class = {cls: tok for tok, cls in labels.SUBSEGMENTS_OF_ORGAN.get(organ or "", {}).items()}
-    return [token_of_class.get(best, best)], overlaps
+    flat = labelled.ravel()
+    idx = np.flatnonzero(flat)
+    lab = flat[idx]
+    order = np.argsort(lab, kind="stable")
+    idx, lab = idx[order], lab[order].astype(np.int64) - 1
+    starts = np.searchsorted(lab, np.arange(count))
+    counts = np.diff(np.append(starts, len(lab)))
+    coords = np.stack(np.unravel_index(idx, labelled.shape), axis=1)
+    centroid = np.add.reduceat(coords.astype(np.float64), starts, axis=0) / counts[:, None]
+    centred = (coords - centroid[lab]) * spacing
+    cov = np.empty((count, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            cov[:, i, j] = cov[:, j, i] = np.add.reduceat(centred[:, i] * centred[:, j], starts)
+    _, axes = np.linalg.eigh(cov)  # columns are the principal axes; identity for single voxels
+    voxel_length = np.sqrt(((axes * spacing[None, :, None]) ** 2).sum(axis=1))  # (K, 3)
+    extents = np.empty((count, 3))
+    for j in range(3):
+        proj = (centred * axes[lab, :, j]).sum(axis=1)
+        extents[:, j] = np.maximum.reduceat(proj, starts) - np.minimum.reduceat(proj, starts)
+    diameters = -np.sort(-(extents + voxel_length), axis=1)
+    return {"idx": idx, "starts": starts, "counts": counts, "coords": coords, "centroid": centroid,
+            "lo": np.minimum.reduceat(coords, starts, axis=0), "hi": np.maximum.reduceat(coords, starts, axis=0) + 1,
+            "diameters": diameters}
 
 
 def lesion_components(
@@ -69,7 +81,7 @@ def lesion_components(
     organ: str | None = None,
     affine: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Describes every connected component of a binary lesion mask (X, Y, Z), largest volume first.
+    """Describes the connected components of a binary lesion mask (X, Y, Z), largest volume first.
 
     Args:
         mask: binary lesion mask.
@@ -87,38 +99,41 @@ def lesion_components(
     labelled, count = component_labels(mask)
     if count == 0:
         return []
+    geo = _component_geometry(labelled, count, spacing_mm)
+    starts, counts = geo["starts"], geo["counts"]
+    max_p = np.maximum.reduceat(probability.ravel()[geo["idx"]], starts) if probability is not None else None
+    overlaps = {name: np.add.reduceat(sub.ravel()[geo["idx"]].astype(np.int64), starts)
+                for name, sub in (subsegments or {}).items()}
+    token_of_class = {cls: tok for tok, cls in labels.SUBSEGMENTS_OF_ORGAN.get(organ or "", {}).items()}
     voxel_mm3 = float(np.prod(spacing_mm))
-    stats = cc3d.statistics(labelled)
     components = []
-    for label in range(1, count + 1):
-        slices = stats["bounding_boxes"][label]
-        local = np.nonzero(labelled[slices] == label)
-        offset = np.array([s.start for s in slices])
-        coords = np.stack(local, axis=1) + offset
-        voxels = tuple(coords.T)
-        diameters = principal_diameters_mm(coords, spacing_mm)
-        centroid = coords.mean(axis=0)
+    for k in np.argsort(-counts, kind="stable"):
+        diameters = [round(float(d), 2) for d in geo["diameters"][k]]
         comp: dict[str, Any] = {
-            "voxels": int(len(coords)),
-            "volume_mm3": round(len(coords) * voxel_mm3, 3),
-            "diameters_mm": [round(d, 2) for d in diameters],
-            "largest_diameter_mm": round(diameters[0], 2),
-            "centroid_vox": [round(float(c), 2) for c in centroid],
-            "bbox_vox": [[int(s.start), int(s.stop)] for s in slices],
+            "voxels": int(counts[k]),
+            "volume_mm3": round(float(counts[k]) * voxel_mm3, 3),
+            "diameters_mm": diameters,
+            "largest_diameter_mm": diameters[0],
+            "centroid_vox": [round(float(c), 2) for c in geo["centroid"][k]],
+            "bbox_vox": [[int(a), int(b)] for a, b in zip(geo["lo"][k], geo["hi"][k])],
         }
         if affine is not None:
-            comp["centroid_mm"] = [round(float(c), 2) for c in (affine @ np.append(centroid, 1.0))[:3]]
-        if probability is not None:
-            comp["max_probability"] = round(float(probability[voxels].max()), 4)
+            comp["centroid_mm"] = [round(float(c), 2) for c in (affine @ np.append(geo["centroid"][k], 1.0))[:3]]
+        if max_p is not None:
+            comp["max_probability"] = round(float(max_p[k]), 4)
         if subsegments:
-            comp["location"], comp["subsegment_overlap_vox"] = _location_tokens(organ, subsegments, voxels)
+            hits = {name: int(v[k]) for name, v in overlaps.items() if v[k] > 0}
+            best = max(hits, key=lambda name: hits[name]) if hits else None
+            comp["location"] = [token_of_class.get(best, best)] if best else []
+            comp["subsegment_overlap_vox"] = hits
         components.append(comp)
-    components.sort(key=lambda c: c["volume_mm3"], reverse=True)
     return components
 
 
-def organ_summary(organ: str, lesion_class: str, components: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-organ summary in the spirit of the per-CT report table (count, total volume, largest diameter)."""
+def organ_summary(organ: str, lesion_class: str, components: list[dict[str, Any]],
+                  max_listed: int = MAX_COMPONENTS) -> dict[str, Any]:
+    """Per-organ summary in the spirit of the per-CT report table: count, total volume (mm^3), largest
+    diameter (mm), largest component probability, and the ``max_listed`` largest components."""
     return {
         "organ": organ,
         "lesion_class": lesion_class,
@@ -126,7 +141,8 @@ def organ_summary(organ: str, lesion_class: str, components: list[dict[str, Any]
         "total_volume_mm3": round(sum(c["volume_mm3"] for c in components), 3),
         "largest_diameter_mm": max((c["largest_diameter_mm"] for c in components), default=0.0),
         "max_probability": max((c.get("max_probability", 0.0) for c in components), default=0.0),
-        "components": components,
+        "components_listed": min(len(components), max_listed),
+        "components": components[:max_listed],
     }
 
 
