@@ -24,6 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from rsuper.reports.rules import extract_rules
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # accept bursts of concurrent clients without dropped connections
+
+
 class FakeLLMServer:
     """Context manager running the fake server in a daemon thread; ``requests`` counts completions."""
 
@@ -34,7 +38,7 @@ class FakeLLMServer:
         self.response_formats: list[str] = []
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -87,6 +91,8 @@ class FakeLLMServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like real inference servers
+
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from rsuper.reports.schema import Lesion
@@ -54,8 +56,9 @@ class LLMAnswer(BaseModel):
     lesions: list[Lesion] = Field(default_factory=list)
 
 
+@functools.cache
 def answer_json_schema() -> dict:
-    """JSON schema of ``LLMAnswer`` for the server's structured-output mode."""
+    """JSON schema of ``LLMAnswer`` for the server's structured-output mode (built once)."""
     return LLMAnswer.model_json_schema()
 
 

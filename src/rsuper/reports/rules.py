@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from rsuper.reports.measurements import Measurement, find_measurements
 from rsuper.reports.schema import CaseFindings, Lesion
 from rsuper.reports.sections import SKIP_KINDS, Sentence, split_report
-from rsuper.reports.vocabulary import ORGAN_RES, locations_in, segment_numbers
+from rsuper.reports.vocabulary import ORGAN_OF_GROUP, ORGAN_RE, locations_in, segment_numbers
 
 BACKEND = "rules"
 PAIRED_ORGANS = frozenset({"kidney", "adrenal gland"})
@@ -151,19 +151,13 @@ class _Mention:
 
 def _organ_hits(text: str) -> list[tuple[int, int, str]]:
     """Non-overlapping organ mentions (start, end, organ); earlier patterns win overlaps."""
-    hits: list[tuple[int, int, str]] = []
-    for regex, organ in ORGAN_RES:
-        for match in regex.finditer(text):
-            if all(match.end() <= s or match.start() >= e for s, e, _ in hits):
-                hits.append((match.start(), match.end(), organ))
-    return sorted(hits)
+    return [(m.start(), m.end(), ORGAN_OF_GROUP[m.lastgroup]) for m in ORGAN_RE.finditer(text)]
 
 
-def _pick_organ(text: str, noun_start: int, context: str | None) -> str | None:
+def _pick_organ(text: str, all_hits: list[tuple[int, int, str]], noun_start: int, context: str | None) -> str | None:
     """Organ a lesion noun belongs to: the nearest organ named in ``text``, skipping neighbours
-    ("abutting the spleen") and vessels ("splenic vein"); else the context organ; else one implied by
-    the location ("upper pole", "segment 7")."""
-    all_hits = _organ_hits(text)
+    ("abutting the spleen") and vessels ("splenic vein"); else one implied by the location ("upper pole",
+    "segment 7"); else the context organ. ``all_hits`` are ``_organ_hits(text)``."""
     hits = [
         h for h in all_hits
         if not _RELATION_RE.search(text[max(0, h[0] - 40) : h[0]]) and not _VESSEL_RE.match(text[h[1] :])
@@ -213,7 +207,9 @@ def _nearest(measurements: list[Measurement], position: int) -> Measurement | No
     return min(measurements, key=lambda m: min(abs(m.start - position), abs(m.end - position)))
 
 
-def _part_mention(part: str, sentence: Sentence, context_organ: str | None) -> _Mention | None:
+def _part_mention(
+    part: str, hits: list[tuple[int, int, str]], sentence: Sentence, context_organ: str | None
+) -> _Mention | None:
     """The lesions a clause part states, or ``None`` when it states none (negated, excluded, no noun)."""
     nouns = list(_LESION_NOUN_RE.finditer(part))
     if not nouns or _EXCLUSION_RE.search(part):
@@ -221,7 +217,7 @@ def _part_mention(part: str, sentence: Sentence, context_organ: str | None) -> _
     noun = next((n for n in nouns if not _negated(part, n)), None)
     if noun is None:
         return None
-    organ = _pick_organ(part, noun.start(), context_organ)
+    organ = _pick_organ(part, hits, noun.start(), context_organ)
     if organ is None:
         return None
     measurements = [m for m in find_measurements(part) if not m.prior]
@@ -360,14 +356,12 @@ def extract_rules(case_id: str, text: str) -> CaseFindings:
         context = sentence.header_organ or previous_organ
         for clause in _CLAUSE_SPLIT_RE.split(sentence.text):
             for part in _parts(clause):
-                mention = _part_mention(part, sentence, context)
+                hits = _organ_hits(part)
+                mention = _part_mention(part, hits, sentence, context)
                 if mention is not None:
                     _add(lesions, mention, repeat_ok=sentence.kind == "impression")
-                hits = _organ_hits(part)
                 context = mention.organ if mention is not None else hits[-1][2] if hits else context
-        hits = _organ_hits(sentence.text)
-        if hits:
-            previous_organ = hits[0][2]
+        previous_organ = context
     return CaseFindings(case_id=case_id, lesions=_order(lesions), backend=BACKEND)
 
 

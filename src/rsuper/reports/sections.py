@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rsuper.reports.vocabulary import ORGAN_RES, side_locations
+from rsuper.reports.vocabulary import ORGAN_OF_GROUP, ORGAN_RE, side_locations
 
 SKIP_KINDS: frozenset[str] = frozenset({"history", "comparison", "technique"})
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -42,8 +42,8 @@ class Sentence:
 
 def header_organ(header: str) -> str | None:
     """First organ named in a header (``"Kidneys/ureters"`` -> ``"kidney"``); ``None`` for other headers."""
-    hits = [(m.start(), organ) for regex, organ in ORGAN_RES for m in regex.finditer(header)]
-    return min(hits)[1] if hits else None
+    match = ORGAN_RE.search(header)
+    return ORGAN_OF_GROUP[match.lastgroup] if match else None
 
 
 def _header_kind(header: str) -> str | None:

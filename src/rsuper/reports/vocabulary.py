@@ -59,6 +59,11 @@ ORGAN_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"bones?|osseous|osteo\w*|vertebra\w*|sacrum|sacral|iliac bone|ribs?|skeletal|lytic|sclerotic|blastic", "bone"),
     (r"breasts?", "breast"),
 )
+# One alternation of all patterns (earlier ones win at the same position): a single scan finds every organ.
+ORGAN_RE = re.compile(
+    "|".join(rf"\b(?P<o{i}>{pattern})\b" for i, (pattern, _) in enumerate(ORGAN_PATTERNS)), re.IGNORECASE
+)
+ORGAN_OF_GROUP: dict[str, str] = {f"o{i}": organ for i, (_, organ) in enumerate(ORGAN_PATTERNS)}
 ORGAN_RES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE), organ) for pattern, organ in ORGAN_PATTERNS
 )
