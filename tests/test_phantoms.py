@@ -13,6 +13,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from rsuper.cli import app
+from rsuper.data.phantom_anatomy import AnatomySettings
 from rsuper.data.phantom_reports import ReportTumor, write_report
 from rsuper.data.phantoms import PhantomSettings, generate_dataset, make_case
 from rsuper.reports.tables import read_tumors_csv
@@ -42,7 +43,8 @@ def _stems(folder: Path) -> set[str]:
 
 def test_layout_is_contract_4(dataset):
     out, summary = dataset
-    assert {p.name for p in out.iterdir()} == {"masks", "reports", "test", "truth", "gold", "reports.csv", "phantoms.json"}
+    top = {"masks", "reports", "test", "truth", "gold", "reports.csv", "phantoms.json"}
+    assert {p.name for p in out.iterdir()} == top
     assert {p.name for p in (out / "gold").iterdir()} == {"tumors.csv", "cases.csv", "tumors_truth.csv"}
     counts = {"masks": 2, "reports": 7, "test": 2}
     for split, n in counts.items():
@@ -60,10 +62,7 @@ def test_layout_is_contract_4(dataset):
 
 
 def test_deterministic_per_seed(tmp_path):
-    settings = PhantomSettings()
-    args = dict(index=4, split="masks", settings=settings)
-    settings_small = PhantomSettings(anatomy=type(settings.anatomy)(spacing_mm=(6.0, 6.0, 6.0)))
-    args["settings"] = settings_small
+    args = dict(index=4, split="masks", settings=PhantomSettings(anatomy=AnatomySettings(spacing_mm=(6.0, 6.0, 6.0))))
     a = make_case(tmp_path / "a", seed=1, **args)
     b = make_case(tmp_path / "b", seed=1, **args)
     c = make_case(tmp_path / "c", seed=2, **args)
@@ -185,8 +184,11 @@ def test_healthy_reports_say_no_lesion(dataset):
 
 
 def test_multiple_row_and_unknown_size_follow_method():
-    tumors = [ReportTumor("liver", ["segment 7"], (21.0, 18.0, 17.0)), ReportTumor("liver", ["segment 2"], (9.0, 8.0, 8.0)),
-              ReportTumor("liver", ["segment 5"], (12.0, 10.0, 9.0))]
+    tumors = [
+        ReportTumor("liver", ["segment 7"], (21.0, 18.0, 17.0)),
+        ReportTumor("liver", ["segment 2"], (9.0, 8.0, 8.0)),
+        ReportTumor("liver", ["segment 5"], (12.0, 10.0, 9.0)),
+    ]
     seen_multiple = seen_unknown = False
     for seed in range(60):
         text, stated = write_report(np.random.default_rng(seed), tumors, {"phase": "portal venous"})

@@ -25,8 +25,12 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed; the dataset is deterministic per seed."),
         contrast: float = typer.Option(-40.0, "--contrast", help="Mean tumor minus organ HU (negative = hypodense)."),
         noise: tuple[float, float] = typer.Option((10.0, 25.0), "--noise", help="Range of noise SD in HU (min max)."),
-        healthy_fraction: float = typer.Option(0.45, "--healthy-fraction", min=0.0, max=1.0, help="Share of tumor-free cases."),
-        lps_fraction: float = typer.Option(0.0, "--lps-fraction", min=0.0, max=1.0, help="Share of cases written in LPS orientation."),
+        healthy_fraction: float = typer.Option(
+            0.45, "--healthy-fraction", min=0.0, max=1.0, help="Share of tumor-free cases."
+        ),
+        lps_fraction: float = typer.Option(
+            0.0, "--lps-fraction", min=0.0, max=1.0, help="Share of cases written in LPS orientation."
+        ),
         workers: int = typer.Option(1, "--workers", min=1, help="Parallel worker processes."),
     ) -> None:
         """Generate synthetic abdominal CT phantoms: organs, sub-segments, tumors, free-text reports, gold tables.
@@ -57,7 +61,9 @@ def register(app: typer.Typer) -> None:
         for col in ("masks", "reports", "test", "healthy", "tumors", "pancreas/kidney/liver", "seconds"):
             table.add_column(col, justify="right")
         by = summary["tumors_by_organ"]
-        table.add_row(*(str(summary["cases"][s]) for s in ("masks", "reports", "test")), str(summary["healthy_cases"]),
-                      str(summary["tumors"]), f"{by['pancreas']}/{by['kidney']}/{by['liver']}", f"{summary['seconds']:.1f}")
+        table.add_row(
+            *(str(summary["cases"][s]) for s in ("masks", "reports", "test")), str(summary["healthy_cases"]),
+            str(summary["tumors"]), f"{by['pancreas']}/{by['kidney']}/{by['liver']}", f"{summary['seconds']:.1f}",
+        )
         console.print(table)
         console.print(f"Reports: {out / 'reports.csv'}   gold tables: {out / 'gold'}")

@@ -28,6 +28,8 @@ from scipy.interpolate import CubicSpline
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from rsuper.anatomy.labels import lesion_class
+
 ORGANS: tuple[str, ...] = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas")
 PANCREAS_TOKENS: tuple[str, ...] = ("head", "body", "tail")
 LIVER_TOKENS: tuple[str, ...] = tuple(f"segment {i}" for i in range(1, 9))
@@ -51,7 +53,8 @@ class AnatomySettings:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Array shape (X, Y, Z) covering the field of view."""
-        return tuple(max(8, int(round(f / s))) for f, s in zip(self.fov_mm, self.spacing_mm))  # type: ignore[return-value]
+        x, y, z = (max(8, int(round(f / s))) for f, s in zip(self.fov_mm, self.spacing_mm))
+        return x, y, z
 
     @property
     def affine(self) -> np.ndarray:
@@ -315,10 +318,12 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
 
     # Background: stomach, duodenal C-loop, bowel loops, mesenteric vessels (never inside organs).
     bg = free & (labels == 0) & ~gb
-    stomach = (g.ellipsoid(_jitter(rng, (-40.0, 42.0, 40.0), 4.0), (40.0, 28.0, 34.0), _rot(rng, (10, 10, 20))) <= 1.0) & bg
+    stomach_c = _jitter(rng, (-40.0, 42.0, 40.0), 4.0)
+    stomach = (g.ellipsoid(stomach_c, (40.0, 28.0, 34.0), _rot(rng, (10, 10, 20))) <= 1.0) & bg
     img[stomach] = 15.0 + 25.0 * enh
     img[stomach & (g.y > 42.0 + rng.uniform(5, 20))] = -950.0
-    duo_pts = line[0] + np.array([[12, 14, 30], [24, 4, 8], [20, -4, -14], [0, -6, -22], [-24, 2, -16]], dtype=np.float32)
+    c_loop = [[12, 14, 30], [24, 4, 8], [20, -4, -14], [0, -6, -22], [-24, 2, -16]]  # C-loop around the head
+    duo_pts = line[0] + np.array(c_loop, dtype=np.float32)
     duo_line = CubicSpline(np.arange(5), duo_pts)(np.linspace(0, 4, 120)).astype(np.float32)
     duo = (_tube(g, duo_line, np.full(len(duo_line), 9.0, dtype=np.float32)) <= 1.0) & bg
     img[duo] = 30.0 + 20.0 * enh
@@ -376,10 +381,9 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
     }
     for k in range(1, 9):
         subsegments[f"liver_segment_{k}"] = (organs["liver"].astype(bool) & (liver_part == k)).astype(np.uint8)
-    lesions = {f"{o}_lesion" if o != "pancreas" else "pancreatic_lesion": np.zeros(shape, np.uint8) for o in TUMOR_ORGANS}
+    lesions = {lesion_class(o): np.zeros(shape, np.uint8) for o in TUMOR_ORGANS}
     for t in tumors:
-        key = "pancreatic_lesion" if t.plan.organ == "pancreas" else f"{t.plan.organ}_lesion"
-        lesions[key][t.mask] = 1
+        lesions[lesion_class(t.plan.organ)][t.mask] = 1
     findings["liver_hu"] = float(liver_hu)
     return Phantom(ct, g.affine, organs, subsegments, lesions, tumors, findings)
 
@@ -425,7 +429,9 @@ def _fractions(organ: str, mask: np.ndarray, labels, liver_part, pancreas_part) 
     return {t: float((vals == lab).sum()) / n for t, lab in (("left", 3), ("right", 4)) if (vals == lab).any()}
 
 
-def _place_tumors(rng, g: _Grid, settings: AnatomySettings, plans, labels, img, organ_hu, liver_part, pancreas_axis, split, free):
+def _place_tumors(
+    rng, g: _Grid, settings: AnatomySettings, plans, labels, img, organ_hu, liver_part, pancreas_axis, split, free
+):
     """Places each planned tumor deep inside its sub-segment; tumors join their organ's mask."""
     placed: list[PlacedTumor] = []
     het = _smooth_field(rng, g.shape, 16, 1.0)

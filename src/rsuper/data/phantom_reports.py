@@ -56,7 +56,8 @@ PANCREAS_SITES = {
     ("head",): ["in the pancreatic head", "in the head of the pancreas", "in the uncinate process",
                 "in the pancreatic neck", "in the pancreatic head/uncinate process"],
     ("body",): ["in the pancreatic body", "in the body of the pancreas", "within the mid pancreatic body"],
-    ("tail",): ["in the pancreatic tail", "in the tail of the pancreas", "in the pancreatic tail near the splenic hilum"],
+    ("tail",): ["in the pancreatic tail", "in the tail of the pancreas",
+                "in the pancreatic tail near the splenic hilum"],
     ("head", "body"): ["at the pancreatic neck-body junction", "involving the pancreatic head and body"],
     ("body", "tail"): ["in the pancreatic body/tail", "involving the body and tail of the pancreas"],
     ("head", "body", "tail"): ["involving the pancreatic head, body and tail"],
@@ -113,7 +114,8 @@ GALLBLADDER = {
 FATTY = ["Diffuse hepatic steatosis.", "Diffusely decreased hepatic attenuation compatible with fatty infiltration."]
 BOWEL = ["No bowel obstruction.", "Scattered colonic diverticulosis without diverticulitis.",
          "Normal caliber small and large bowel.", "Sigmoid diverticulosis. No bowel wall thickening."]
-OTHER = ["No retroperitoneal or mesenteric lymphadenopathy.", "Mild atherosclerotic calcification of the abdominal aorta.",
+OTHER = ["No retroperitoneal or mesenteric lymphadenopathy.",
+         "Mild atherosclerotic calcification of the abdominal aorta.",
          "Degenerative changes of the lumbar spine. No aggressive osseous lesion.", "No free fluid or free air."]
 STONE = ["Nonobstructing {mm} mm {side} renal calculus.", "Punctate {mm} mm nonobstructing stone in the {side} kidney."]
 HISTORY = ["Abdominal pain.", "Weight loss.", "Staging of known malignancy.", "Elevated liver enzymes.",
@@ -176,7 +178,8 @@ def _site(rng, t: ReportTumor) -> tuple[str, list[str]]:
     roman = rng.random() < 0.4
     names = [ROMAN[n] if roman else str(n) for n in nums]
     if len(names) == 1:
-        phrase = _pick(rng, ["in segment {0}", "in hepatic segment {0}", "in segment {0} of the liver"]).format(names[0])
+        phrase = _pick(rng, ["in segment {0}", "in hepatic segment {0}", "in segment {0} of the liver"])
+        phrase = phrase.format(names[0])
     elif len(names) == 2 and rng.random() < 0.5:
         phrase = f"in segment {names[0]}/{names[1]}"
     else:
@@ -193,7 +196,8 @@ def _describe(rng, t: ReportTumor, index: int, has_comparison: bool) -> _Said:
         sentence = _pick(rng, UNSIZED).format(adj=adj_s, Adj=(adj_s or "").capitalize() or "A ", noun=noun, site=site)
         size_mm = None
     else:
-        template = _pick(rng, SIZED if has_comparison else [t for t in SIZED if not t.startswith(("Again", "Redemonstrated"))])
+        follow_up = ("Again", "Redemonstrated")  # only when there is a comparison study
+        template = _pick(rng, SIZED if has_comparison else [t for t in SIZED if not t.startswith(follow_up)])
         size, size_mm = format_size(rng, t.diameters_mm, unitless_ok="{size} {adj}" not in template)
         prior = ""
         if has_comparison and rng.random() < 0.35:
@@ -229,7 +233,9 @@ def _describe_multiple(rng, organ: str, items: list[tuple[int, ReportTumor]]) ->
     return _Said(sentence, [ReportLesion(main, idx), ReportLesion(more, None)])
 
 
-def write_report(rng: np.random.Generator, tumors: list[ReportTumor], incidental: dict) -> tuple[str, list[ReportLesion]]:
+def write_report(
+    rng: np.random.Generator, tumors: list[ReportTumor], incidental: dict
+) -> tuple[str, list[ReportLesion]]:
     """Report text and the lesions it states (in report order) for one phantom."""
     has_comparison = rng.random() < 0.4
     by_organ: dict[str, list[tuple[int, ReportTumor]]] = {"liver": [], "pancreas": [], "kidney": []}

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rsuper.anatomy.labels import lesion_class, subsegment_class
 from rsuper.atomic import atomic_path, write_json_atomic
 from rsuper.data.phantom_anatomy import (
     KIDNEY_TOKENS,
@@ -138,18 +139,14 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
     voxel_mm3 = float(np.prod(settings.anatomy.spacing_mm))
     truth = []
     for k, t in enumerate(ph.tumors):
-        subclasses = [
-            f"pancreas_{tok}" if t.plan.organ == "pancreas" else f"kidney_{tok}" if t.plan.organ == "kidney"
-            else f"liver_segment_{tok.split()[1]}"
-            for tok in t.tokens
-        ]
+        subclasses = [subsegment_class(t.plan.organ, tok) for tok in t.tokens]
         truth.append({
             "BDMAP ID": cid,
             "split": split,
             "Truth ID": f"tumor {k + 1}",
             "Gold Tumor ID": gold_id.get(k, "multiple"),
             "organ": t.plan.organ,
-            "lesion class": "pancreatic_lesion" if t.plan.organ == "pancreas" else f"{t.plan.organ}_lesion",
+            "lesion class": lesion_class(t.plan.organ),
             "location": " / ".join(t.tokens),
             "sub-segment classes": " / ".join(subclasses),
             "location fractions": "; ".join(f"{tok}={f:.3f}" for tok, f in t.location_fractions.items()),
