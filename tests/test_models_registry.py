@@ -120,3 +120,13 @@ def test_import_path_plugin_and_missing_size_divisor(tmp_path, monkeypatch):
             build_model("my_test_nets:nope", 1, 2)
     finally:
         sys.modules.pop("my_test_nets", None)
+
+
+def test_cli_lists_models():
+    from typer.testing import CliRunner
+
+    from rsuper.cli import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "medformer_small" in result.output and "dynunet" in result.output

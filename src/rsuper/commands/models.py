@@ -24,11 +24,15 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper models
         """
+        import torch
+
         from rsuper.models.registry import available_models, build_model
 
         table = Table("name", "input multiple", "description")
         for name, description in available_models().items():
-            table.add_row(name, str(build_model(name, 1, 2).size_divisor), description)
+            with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+                divisor = build_model(name, 1, 2).size_divisor
+            table.add_row(name, str(divisor), description)
         Console().print(table)
 
     @app.command("convert-checkpoint")
