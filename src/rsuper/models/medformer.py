@@ -110,15 +110,17 @@ class UpStage(nn.Module):
         return self.conv_blocks(out), sem
 
 
-def _check_config(base_chan: int, chan_num: Sequence[int], *lists: Sequence[int]) -> None:
-    if len(chan_num) != 8 or any(len(v) != 8 for v in lists):
+def _check_config(
+    base_chan: int, chan_num: Sequence[int], conv_num: Sequence[int], trans_num: Sequence[int], num_heads: Sequence[int]
+) -> None:
+    """Raises ``ValueError`` for stage lists that are not 8 long, non-mirrored widths or misplaced attention."""
+    if any(len(v) != 8 for v in (chan_num, conv_num, trans_num, num_heads)):
         raise ValueError("chan_num, conv_num, trans_num and num_heads need 8 entries (down1..down4, up1..up4)")
     encoder = [base_chan, *chan_num[:3]]
     if list(chan_num[4:]) != encoder[::-1]:
         raise ValueError(
             f"decoder widths {list(chan_num[4:])} must mirror the encoder widths {encoder[::-1]} (skip connections)"
         )
-    trans_num = lists[1]
     if trans_num[0] or trans_num[6] or trans_num[7]:
         raise ValueError(f"attention blocks are only supported in down2..down4 and up1..up2, got trans_num={trans_num}")
 
