@@ -360,7 +360,8 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
         img[(g.ellipsoid(stone_c, (2.0, 2.0, 2.0)) <= 1.0) | (g.ellipsoid(stone_c, (1.0, 1.0, 1.0)) <= 2.0)] = 700.0
 
     # True sub-segment partitions (defined over space, applied to organ masks).
-    liver_part = _couinaud_partition(g, rng, ivc_c, liver_c, lh)
+    liver_part, vein_angles = _couinaud_partition(g, rng, ivc_c, liver_c, lh)
+    _paint_hepatic_veins(g, img, labels == 1, ivc_c, float(liver_c[2] + 0.3 * lh), vein_angles, liver_hu, enh)
     split = settings.pancreas_split
     tumors = _place_tumors(rng, g, settings, plans, labels, img, organ_hu, liver_part, pancreas_axis, split, free)
     pancreas_part = pancreas_axis.partition(labels == 5, split)
@@ -388,8 +389,21 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
     return Phantom(ct, g.affine, organs, subsegments, lesions, tumors, findings)
 
 
-def _couinaud_partition(g: _Grid, rng, ivc_c, liver_c, liver_h) -> np.ndarray:
-    """Segment number 1..8 for every voxel (int8 (X, Y, Z)); see the module docstring."""
+def _paint_hepatic_veins(g: _Grid, img, liver, ivc_c, z0: float, angles, liver_hu: float, enh: float) -> None:
+    """Right, middle and left hepatic veins: tubes from the IVC along the segment planes (inside the liver).
+
+    Brighter than parenchyma after contrast, darker without: vessel-like confounders for tumors.
+    """
+    hu = liver_hu + (35.0 * enh - 25.0 * (1.0 - enh))
+    s = np.linspace(0.0, 90.0, 72, dtype=np.float32)[:, None]
+    for theta in angles:
+        direction = np.array([np.cos(np.radians(theta)), np.sin(np.radians(theta)), 0.15], dtype=np.float32)
+        line = np.array([ivc_c[0], ivc_c[1], z0], dtype=np.float32) + s * direction
+        img[(_tube(g, line, np.linspace(6.0, 3.0, len(line), dtype=np.float32)) <= 1.0) & liver] = hu
+
+
+def _couinaud_partition(g: _Grid, rng, ivc_c, liver_c, liver_h) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Segment number 1..8 for every voxel (int8 (X, Y, Z)) and the three vein-plane azimuths (degrees)."""
     theta = np.degrees(np.arctan2(g.y - ivc_c[1], g.x - ivc_c[0]))
     theta = np.where(theta <= -90.0, theta + 360.0, theta)
     t_r, t_m, t_l = 28.0 + rng.uniform(-5, 5), 78.0 + rng.uniform(-5, 5), 112.0 + rng.uniform(-5, 5)
@@ -404,7 +418,7 @@ def _couinaud_partition(g: _Grid, rng, ivc_c, liver_c, liver_h) -> np.ndarray:
     part = np.where(theta >= t_l, np.where(upper_left, 2, 3), part)
     caudate_c = (ivc_c[0] - 16.0, ivc_c[1] + 14.0, liver_c[2] - 0.05 * liver_h)
     part[g.ellipsoid(caudate_c, (17.0, 13.0, 28.0)) <= 1.0] = 1
-    return part.astype(np.int8)
+    return part.astype(np.int8), (t_r, t_m, t_l)
 
 
 
