@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from rsuper.anatomy import labels
+from rsuper.data.augment import PatchAugmentation
 from rsuper.data.preprocess import load_cached_case, load_manifest
 from rsuper.data.reportcases import ReportSupervision, build_report_supervision
 from rsuper.data.sampling import CaseIndex, CropChoice, choose_mask_crop, choose_report_crop, crop_padded
@@ -81,42 +82,6 @@ def collect_training_cases(
     return mask_cases, report_cases, skipped
 
 
-def build_augmentation(prob_spatial: float = 0.2, prob_intensity: float = 0.15) -> Any:
-    """MONAI spatial (rotation +-15 deg, scale +-10 %) and intensity (scale, shift, noise) augmentation.
-
-    Keys: ``image`` (bilinear, border padding) and ``targets`` (label/unknown/region/valid stacked,
-    nearest, zero padding). No flips: they would swap left/right classes. Returns a MONAI ``Compose``
-    (MONAI is imported here: its import takes seconds and runs without augmentation do not need it).
-    """
-    from monai.transforms import (
-        Compose,
-        RandAffined,
-        RandGaussianNoised,
-        RandScaleIntensityd,
-        RandShiftIntensityd,
-    )
-
-    return Compose(
-        [
-            RandAffined(
-                keys=["image", "targets"],
-                prob=prob_spatial,
-                rotate_range=(0.26, 0.26, 0.26),
-                scale_range=(0.1, 0.1, 0.1),
-                mode=("bilinear", "nearest"),
-                padding_mode=("border", "zeros"),
-            ),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=prob_intensity),
-            RandShiftIntensityd(keys="image", offsets=0.1, prob=prob_intensity),
-            RandGaussianNoised(keys="image", std=0.02, prob=prob_intensity),
-        ]
-    )
-
-
-def _touches_border(mask: np.ndarray) -> bool:
-    return any(mask.take(i, axis=a).any() for a in range(3) for i in (0, -1))
-
-
 class TrainingDataset(Dataset):
     """Deterministic sample factory: ``ds[(is_report, case_index, seed)]`` -> sample dict (see module doc)."""
 
@@ -146,7 +111,7 @@ class TrainingDataset(Dataset):
         self.report_random_crop_prob = report_random_crop_prob
         self.tumor_classes = [labels.lesion_class(o) for o in target_organs]
         self.organ_classes = [c for o in target_organs for c in labels.ORGAN_MASK_CLASSES[o]]
-        self.augmentation = build_augmentation() if augment else None
+        self.augmentation = PatchAugmentation() if augment else None
         self._loaded: dict[str, tuple[Any, CaseIndex]] = {}  # per worker process
 
     def __len__(self) -> int:
@@ -188,9 +153,10 @@ class TrainingDataset(Dataset):
         augmented = False
         image_t = torch.from_numpy(image)[None]
         targets_t = torch.from_numpy(targets)
-        if self.augmentation is not None:
-            image_t, targets_t, augmented = self._augment(image_t, targets_t, seed, choice.group is not None)
         c = len(self.class_names)
+        if self.augmentation is not None:
+            keep = targets_t[2 * c : 3 * c].amax(0) if choice.group is not None else None
+            image_t, targets_t, augmented = self.augmentation(image_t, targets_t, seed, keep)
         label, unknown, region, valid = targets_t[:c], targets_t[c : 2 * c], targets_t[2 * c : 3 * c], targets_t[-1]
         unknown = torch.maximum(unknown, (1 - valid)[None].expand_as(unknown))
         return {
@@ -243,30 +209,6 @@ class TrainingDataset(Dataset):
             if choice.group is not None:
                 targets[2 * c + self.class_names.index(choice.lesion_class)] = union(choice.group_classes)
         return image, targets
-
-    def _augment(
-        self, image: torch.Tensor, targets: torch.Tensor, seed: int, has_region: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Applies the MONAI augmentation; spatial changes that would cut the region are undone."""
-        from monai.transforms import Compose
-        from monai.utils import convert_to_tensor
-
-        self.augmentation.set_random_state(seed=seed % (2**32))
-        out = self.augmentation({"image": image, "targets": targets.float()})
-        new_image = convert_to_tensor(out["image"], track_meta=False).float()
-        new_targets = convert_to_tensor(out["targets"], track_meta=False).round().to(torch.uint8)
-        spatial = not torch.equal(new_targets, targets)
-        if spatial and has_region:
-            c = (targets.shape[0] - 1) // 3
-            before = targets[2 * c : 3 * c].amax(0).numpy()
-            after = new_targets[2 * c : 3 * c].amax(0).numpy()
-            if not after.any() or (_touches_border(after) and not _touches_border(before)):
-                # The rotation/zoom moved part of the group out of the patch: keep the intensity changes only.
-                intensity = Compose(self.augmentation.transforms[1:])
-                intensity.set_random_state(seed=seed % (2**32))
-                new_image = convert_to_tensor(intensity({"image": image})["image"], track_meta=False).float()
-                return new_image, targets, False
-        return new_image, new_targets, spatial
 
 
 class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
