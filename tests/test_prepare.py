@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,18 @@ def test_mask_off_the_ct_grid_fails_the_case(tmp_path):
     result = prepare_dataset(root, tmp_path / "cache", 2.0)
     assert "not on its CT's grid" in result.failed["case_0"]
     assert not (tmp_path / "cache" / "case_0").exists()
+
+
+def test_two_datasets_share_one_cache(tmp_path):
+    masks = tmp_path / "masks"
+    reports = tmp_path / "reports"
+    _write_case(masks, "mask_0", 0)
+    _write_case(reports, "report_0", 1)
+    cache = tmp_path / "cache"
+    prepare_dataset(masks, cache, 2.0)
+    prepare_dataset(reports, cache, 2.0)
+    manifest = load_manifest(cache)
+    assert sorted(manifest["cases"]) == ["mask_0", "report_0"]
+    assert [Path(d["dataset"]).name for d in manifest["datasets"]] == ["masks", "reports"]
+    with pytest.raises(ValueError, match="use another --out"):
+        prepare_dataset(reports, cache, 3.0)

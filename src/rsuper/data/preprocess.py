@@ -198,6 +198,39 @@ def prepare_case(case: Case, cache_dir: str | os.PathLike[str], spacing_mm: tupl
     return meta
 
 
+def _other_cached_cases(cache: Path, spacing_mm: tuple[float, float, float], exclude: set[str]) -> dict[str, dict]:
+    """Complete cases already in ``cache`` from other datasets (ids not in ``exclude``), by case id.
+
+    Raises ``ValueError`` when such a case was prepared at another spacing: one cache holds one spacing.
+    """
+    metas = {}
+    for meta_path in sorted(cache.glob(f"*/{META}")):
+        case_id = meta_path.parent.name
+        if case_id in exclude or case_id.startswith(_PARTIAL_PREFIX):
+            continue
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not np.allclose(meta.get("spacing_mm", [0, 0, 0]), spacing_mm, rtol=0, atol=1e-9):
+            raise ValueError(
+                f"{cache} holds case {case_id} of another dataset at {meta.get('spacing_mm')} mm, not "
+                f"{list(spacing_mm)} mm: use another --out folder for another spacing"
+            )
+        metas[case_id] = meta
+    return metas
+
+
+def _sources_record(cache: Path, dataset: str | os.PathLike[str], masks_dirs: Sequence[str | os.PathLike[str]]) -> dict:
+    """The manifest's list of prepared datasets: earlier entries plus this one (no duplicates)."""
+    try:
+        earlier = json.loads((cache / MANIFEST).read_text(encoding="utf-8")).get("datasets", [])
+    except (OSError, json.JSONDecodeError):
+        earlier = []
+    entry = {"dataset": str(Path(dataset).resolve()), "masks_dirs": [str(Path(d).resolve()) for d in masks_dirs]}
+    return {"datasets": [e for e in earlier if e.get("dataset") != entry["dataset"]] + [entry]}
+
+
 def _manifest_entry(meta: dict) -> dict:
     return {"dir": meta["case_id"], "classes": meta["classes"], "shape": meta["shape"]}
 
@@ -262,9 +295,10 @@ def prepare_dataset(
     for stale in cache.glob(f"{_PARTIAL_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
     cases = merge_masks(discover_cases(dataset), masks_dirs)
-    extra = {"dataset": str(Path(dataset).resolve()), "masks_dirs": [str(Path(d).resolve()) for d in masks_dirs]}
+    # Several datasets may share one cache (e.g. a mask dataset and a report dataset): keep the others.
+    metas: dict[str, dict] = _other_cached_cases(cache, spacing, {c.case_id for c in cases})
+    extra = _sources_record(cache, dataset, masks_dirs)
     result = PrepareResult()
-    metas: dict[str, dict] = {}
     todo: list[Case] = []
     for case in cases:
         meta = _is_done(cache / case.case_id, case_sources(case), spacing)
