@@ -213,3 +213,14 @@ def test_cli_writes_dataset(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "reports.csv").is_file() and (out / "gold" / "tumors.csv").is_file()
     assert len(list((out / "reports").iterdir())) == 1
+
+
+def test_refuses_a_non_phantom_folder_and_replaces_an_old_dataset(tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="not a phantom dataset"):
+        generate_dataset(tmp_path, n_mask=1, n_report=0, n_test=0, spacing_mm=6.0)
+    out = tmp_path / "ph"
+    generate_dataset(out, n_mask=0, n_report=2, n_test=0, spacing_mm=6.0)
+    generate_dataset(out, n_mask=0, n_report=1, n_test=0, spacing_mm=6.0)
+    assert [p.name for p in (out / "reports").iterdir()] == ["phantom_00000"]
+    assert len(pd.read_csv(out / "reports.csv")) == 1

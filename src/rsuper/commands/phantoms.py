@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("phantoms")
     def phantoms(
-        out: Path = typer.Argument(..., help="Output folder (created; existing cases are overwritten)."),
+        out: Path = typer.Argument(..., help="Output folder: new, empty, or a previous phantom dataset (replaced)."),
         n_mask: int = typer.Option(8, "--n-mask", min=0, help="Cases with voxel tumor masks (masks/)."),
         n_report: int = typer.Option(40, "--n-report", min=0, help="Cases with reports only (reports/)."),
         n_test: int = typer.Option(12, "--n-test", min=0, help="Test cases with masks and reports (test/)."),

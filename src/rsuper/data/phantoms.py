@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -161,6 +162,18 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
     return {"case_id": cid, "split": split, "report": text, "findings": findings, "truth": truth, "lps": lps}
 
 
+def _prepare_out_dir(root: Path) -> None:
+    """Empties a previous phantom dataset in `root`; refuses a non-empty folder that is not one."""
+    if not root.exists() or not any(root.iterdir()):
+        return
+    if not (root / "phantoms.json").is_file():
+        raise FileExistsError(
+            f"{root} is not empty and holds no phantoms.json (not a phantom dataset); choose an empty or new folder"
+        )
+    for name in (*SPLITS, "truth", "gold"):
+        shutil.rmtree(root / name, ignore_errors=True)
+
+
 def _make_case_args(args: tuple) -> dict:
     return make_case(*args)
 
@@ -190,7 +203,8 @@ def generate_dataset(
     `tumor_contrast_spread_hu`; `noise_sd_hu` (range of per-case noise SD); `tumor_diameter_mm`
     (per organ (min, max) largest diameter); `healthy_fraction`; `max_tumors` per case.
     `lps_fraction` of the cases are written in LPS orientation (same world geometry).
-    `progress` is called with each finished case id.
+    `progress` is called with each finished case id. A previous phantom dataset in `out_dir` is replaced;
+    any other non-empty folder raises ``FileExistsError``.
     """
     spacing = (float(spacing_mm),) * 3 if np.isscalar(spacing_mm) else tuple(float(s) for s in spacing_mm)
     if any(s <= 0 for s in spacing) or min(n_mask, n_report, n_test) < 0:
@@ -207,6 +221,7 @@ def generate_dataset(
         lps_fraction=lps_fraction,
     )
     root = Path(out_dir)
+    _prepare_out_dir(root)
     jobs = [("masks", n_mask), ("reports", n_report), ("test", n_test)]
     splits = [split for split, n in jobs for _ in range(n)]
     args = [(root, i, split, seed, settings) for i, split in enumerate(splits)]
