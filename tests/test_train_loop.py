@@ -61,7 +61,7 @@ def test_resume_after_interruption_is_exact(data):
 
 
 def test_nan_stops_with_clear_message_and_keeps_last_checkpoint(data, monkeypatch):
-    cfg = _config(data, "nan", steps=6, checkpoint_every=2)
+    cfg = _config(data, "nan", steps=6, checkpoint_every=2, workers=2)  # also runs DataLoader workers
     original = Trainer._train_step
 
     def poisoned(self, batch):

@@ -117,6 +117,10 @@ class TrainingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.cases[0]) + len(self.cases[1])
 
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers open their own memory maps; pickling loaded ones would copy whole volumes.
+        return {**self.__dict__, "_loaded": {}}
+
     def _case(self, case_id: str) -> tuple[Any, CaseIndex]:
         if case_id not in self._loaded:
             cached = load_cached_case(self.cache_dir, case_id, mmap=True)

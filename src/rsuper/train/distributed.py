@@ -1,7 +1,8 @@
 """torchrun / DDP helpers: one process per device, env:// rendezvous, gloo on CPU and nccl on GPU.
 
-Launch with ``torchrun --nproc_per_node N -m rsuper.cli train --config RUN.yaml`` (or the ``rsuper``
-script). Without torchrun's environment variables training runs as a single process.
+Launch with ``torchrun --nproc_per_node N $(which rsuper) train --config RUN.yaml`` (torchrun runs the
+``rsuper`` entry-point script once per process). Without torchrun's environment variables training runs
+as a single process.
 
 Example:
     >>> ctx = setup_distributed("auto")
