@@ -1,5 +1,9 @@
 """Forward+backward time and peak memory of the networks on CPU, batch 1, one fresh process per run.
 
+A run whose estimated peak (the same model's measured peak at a smaller size, scaled by the voxel
+count) exceeds 80% of the machine's available memory is skipped and listed as such: the machine is
+shared. ``--previous`` reuses rows (JSON lines printed by an earlier run) instead of re-measuring them.
+
 Peak memory is the child process's peak resident set size (``ru_maxrss``, which sees every allocation
 torch makes, unlike tracemalloc), reported in total and above the RSS measured after the model and the
 input were built. Writes a markdown table (and the conditions) to ``--out``.
@@ -53,20 +57,54 @@ def run_one(name: str, size: int, threads: int) -> dict:
     }
 
 
+def _available_mib() -> float:
+    with open("/proc/meminfo") as fh:
+        fields = dict(line.split(":", 1) for line in fh)
+    return int(fields["MemAvailable"].split()[0]) / 1024
+
+
+def _estimated_peak_mib(rows: list[dict], name: str, size: int) -> float | None:
+    """Peak above model of the largest smaller run of ``name``, scaled by the voxel ratio."""
+    done = [r for r in rows if r["model"] == name and r["size"] < size and "peak_above_model_mib" in r]
+    if not done:
+        return None
+    ref = max(done, key=lambda r: r["size"])
+    return ref["peak_above_model_mib"] * (size / ref["size"]) ** 3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["medformer", "dynunet"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[96, 128])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results_models.md"))
+    parser.add_argument("--skip", nargs="*", default=[], metavar="MODEL:SIZE",
+                        help="runs not to measure (listed with their estimated peak), e.g. medformer:128")
+    parser.add_argument("--previous", type=Path, help="JSON lines of rows measured earlier, reused as they are")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.threads)))
         return
+    previous = [json.loads(line) for line in args.previous.read_text().splitlines()] if args.previous else []
     rows = []
     for size in args.sizes:
         for name in args.models:
+            known = [r for r in previous if r["model"] == name and r["size"] == size]
+            if known:
+                rows.append(known[0])
+                continue
+            estimate, available = _estimated_peak_mib(rows, name, size), _available_mib()
+            guess = "unknown" if estimate is None else f"{estimate / 1024:.1f} GiB"
+            if f"{name}:{size}" in args.skip:
+                rows.append({"model": name, "size": size, "skipped": f"not run (--skip); estimated peak {guess}"})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
+            if estimate is not None and estimate > 0.8 * available:
+                rows.append({"model": name, "size": size, "skipped": f"estimated peak {guess} "
+                             f"> 80% of the {available / 1024:.1f} GiB available on the shared machine"})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             load = os.getloadavg()[0]
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", name, str(size), "--threads", str(args.threads)],
@@ -92,6 +130,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r['size']}^3 | | skipped: {r['skipped']} | | | | |")
+            continue
         lines.append(
             f"| {r['model']} | {r['size']}^3 | {r['params']:,} | {r['forward_s']:.1f} | {r['fwd_bwd_s']:.1f} | "
             f"{r['peak_rss_mib']:,.0f} | {r['peak_above_model_mib']:,.0f} | {r['load_before']:.1f} |"

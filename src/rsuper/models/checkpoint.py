@@ -21,6 +21,7 @@ from torch import nn
 
 from rsuper import __version__
 from rsuper.atomic import atomic_path
+from rsuper.io import CT_NORMALISATION
 from rsuper.models.registry import build_model
 
 FORMAT = "rsuper-checkpoint"
@@ -46,7 +47,6 @@ def make_payload(
     config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assembles a contract-8 payload (tensors are detached and moved to CPU)."""
-    from rsuper.io import CT_NORMALISATION
 
     def cpu(sd: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
         return None if sd is None else {k: v.detach().cpu() for k, v in sd.items()}
