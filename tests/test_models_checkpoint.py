@@ -73,6 +73,13 @@ def test_load_errors_are_clear(tmp_path):
         load_checkpoint(tmp_path / "future.pt")
 
 
+def test_save_refuses_objects_that_weights_only_cannot_load(tmp_path):
+    payload = _small_payload(config={"data": {"cache": tmp_path}})
+    with pytest.raises(CheckpointError, match=r"payload\.config\.data\.cache is a pathlib\.\w*Path"):
+        save_checkpoint(tmp_path / "bad.pt", payload)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_mismatched_state_dict_names_keys_and_shapes():
     payload = _small_payload()
     payload["ema_state_dict"] = None

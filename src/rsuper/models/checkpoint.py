@@ -101,9 +101,31 @@ def validate_payload(payload: Any, source: str = "payload") -> None:
         )
 
 
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raises if ``value`` holds anything ``torch.load(weights_only=True)`` would refuse (Path, numpy, ...)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise CheckpointError(f"checkpoint entry {where} has a non-str/int key {key!r} ({type(key).__name__})")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise CheckpointError(
+            f"checkpoint entry {where} is a {type(value).__module__}.{type(value).__name__} ({value!r:.60}); "
+            "store plain data only (str/int/float/bool/None, lists, dicts, tensors), e.g. "
+            "pydantic model_dump(mode='json') or str(path), so it loads with weights_only=True"
+        )
+
+
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Validates ``payload`` and writes it atomically with ``torch.save``; returns the path."""
+    """Validates ``payload`` (contract 8, plain data only) and writes it atomically; returns the path."""
     validate_payload(payload, "payload to save")
+    _check_plain(payload, "payload")
     target = Path(path)
     with atomic_path(target) as tmp:
         torch.save(payload, tmp)
