@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -140,8 +141,7 @@ def main() -> None:
     lines = [
         "# rsuper.losses benchmark",
         "",
-        f"Command: `.venv/bin/python benchmarks/bench_losses.py --threads {args.threads} --repeats {args.repeats}"
-        f" --device {args.device}{' --direct-conv' if args.direct_conv else ''}`",
+        f"Command: `python {' '.join(sys.argv)}`",
         "",
         f"Conditions: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, device {device}, "
