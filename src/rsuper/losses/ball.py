@@ -139,13 +139,15 @@ def ball_pseudo_labels(
             centre = tuple(int(i) + s.start for i, s in zip(local, box))
             centres[b].append(centre)  # type: ignore[arg-type]
 
-            big_d2 = _normalised_distance2((1.0 + margin) * diameter, spacing, q.device)
-            half = [k // 2 for k in big_d2.shape]
+            big_diameter = (1.0 + margin) * diameter
+            big_ball = ellipsoid_kernel(big_diameter, spacing, q.device)
+            half = [k // 2 for k in big_ball.shape]
             lo = [max(c - h, 0) for c, h in zip(centre, half)]
             hi = [min(c + h + 1, n) for c, h, n in zip(centre, half, spatial)]
             window = tuple(slice(a, z) for a, z in zip(lo, hi))
-            d2 = big_d2[tuple(slice(a - c + h, z - c + h) for a, z, c, h in zip(lo, hi, centre, half))]
-            candidates = (d2 <= 1.0 + 1e-6) & available[window]
+            clip = tuple(slice(a - c + h, z - c + h) for a, z, c, h in zip(lo, hi, centre, half))
+            d2 = _normalised_distance2(big_diameter, spacing, q.device)[clip]
+            candidates = big_ball[clip] & available[window]
             n_candidates = int(candidates.sum())
             if n_candidates == 0:
                 continue
