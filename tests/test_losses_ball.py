@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsuper.losses import ball_loss, ball_pseudo_labels, ball_voxel_count, known_mask, rank_weights, report_region
+from rsuper.losses import (
+    ball_loss,
+    ball_pseudo_labels,
+    ball_voxel_count,
+    known_mask,
+    rank_weights,
+    report_region,
+    volume_loss,
+)
 
 ISO = (1.0, 1.0, 1.0)
 
@@ -92,9 +100,12 @@ def test_same_physical_scene_at_1_and_2_mm() -> None:
         region = _box_region(shape, 12, 52, spacing)[None]
         labels = _labels(prob, region, [[12.0]], [[math.pi * 12**3 / 6]], spacing)
         centre_mm = torch.tensor([(c + 0.5) * s for c in labels.centres_vox[0][0]])
-        results.append((float(labels.positive.sum()) * s**3, centre_mm))
-    (vol1, c1), (vol2, c2) = results
+        logits = torch.logit(prob)[:, None]
+        vol_loss = float(volume_loss(logits, region[:, None], torch.tensor([[3000.0]]), spacing))
+        results.append((float(labels.positive.sum()) * s**3, centre_mm, vol_loss))
+    (vol1, c1, loss1), (vol2, c2, loss2) = results
     assert abs(vol1 - vol2) <= 0.1 * vol1
+    assert loss1 > 0.1 and abs(loss1 - loss2) < 0.02
     assert bool(((c1 - c2).abs() <= 2.0).all())
     assert bool(((c1 - torch.tensor([30.0, 36.0, 28.0])).abs() <= 1.0).all())
 
