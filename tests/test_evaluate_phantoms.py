@@ -3,7 +3,6 @@ tables; an empty model finds nothing (sensitivity 0, specificity 1, DSC 1 only o
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
