@@ -57,6 +57,12 @@ def run_one(name: str, size: int, threads: int) -> dict:
     }
 
 
+def _cpu_name() -> str:
+    with open("/proc/cpuinfo") as fh:
+        names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
 def _available_mib() -> float:
     with open("/proc/meminfo") as fh:
         fields = dict(line.split(":", 1) for line in fh)
@@ -118,9 +124,9 @@ def main() -> None:
         "# Model benchmark: forward+backward, batch 1, CPU",
         "",
         f"Command: `OMP_NUM_THREADS={args.threads} .venv/bin/python benchmarks/bench_models.py "
-        f"--models {' '.join(args.models)} --sizes {' '.join(map(str, args.sizes))}`",
+        f"{' '.join(sys.argv[1:])}`",
         "",
-        f"Conditions: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs shared with "
+        f"Conditions: {_cpu_name()}, {os.cpu_count()} logical CPUs shared with "
         f"other engineers' jobs (1-min load average before each run in the table), torch {torch.__version__} "
         f"with {args.threads} threads, float32, {NUM_CLASSES} output classes, train mode, one cold run per "
         "row in a fresh process (no warm-up: numbers include first-call allocation). Peak memory = peak RSS "
