@@ -93,7 +93,7 @@ def make_cache(root: Path, shape: tuple[int, int, int], n_mask: int, n_report: i
 def bench_pipeline(cache: Path, findings, size: int, workers: int, batches: int, batch_size: int = 2):
     classes = default_class_names(TARGETS)
     mask_cases, report_cases, _ = collect_training_cases(cache, findings, classes, TARGETS)
-    dataset = TrainingDataset(cache, mask_cases, report_cases, classes, (size,) * 3, (1.0, 1.0, 1.0), TARGETS)
+    dataset = TrainingDataset(mask_cases, report_cases, classes, (size,) * 3, (1.0, 1.0, 1.0), TARGETS)
     sampler = MixedBatchSampler(len(mask_cases), len(report_cases), batch_size, 0.5, steps=batches + 4, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=False,
                         prefetch_factor=2 if workers else None)

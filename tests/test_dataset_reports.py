@@ -91,7 +91,7 @@ def report_data(tmp_path_factory):
     findings = make_cache(cache)
     mask_cases, report_cases, skipped = collect_training_cases(cache, findings, CLASSES, TARGETS)
     ds = TrainingDataset(
-        cache, mask_cases, report_cases, CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, augment=False,
+        mask_cases, report_cases, CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, augment=False,
         report_random_crop_prob=0.0,
     )
     return cache, ds, skipped
@@ -184,7 +184,7 @@ def test_case_index_boxes():
 
 def test_augmentation_never_cuts_the_group(report_data):
     cache, plain, _ = report_data
-    ds = TrainingDataset(cache, plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
+    ds = TrainingDataset(plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
         report_random_crop_prob=0.0,
     )
     ds.augmentation.spatial_prob = 1.0  # always rotate/zoom
@@ -207,3 +207,15 @@ def test_bit_packing_round_trip():
     packed = pack_bits(targets)
     assert packed.shape == (2, 5, 6, 7) and packed.dtype == torch.float32
     assert torch.equal(unpack_bits(packed, 34), targets)
+
+
+def test_two_caches_must_agree(tmp_path):
+    findings = make_cache(tmp_path / "a", report_cache=tmp_path / "b")
+    mask_cases, report_cases, _ = collect_training_cases([tmp_path / "a", tmp_path / "b"], findings, CLASSES, TARGETS)
+    assert {c.cache_dir.name for c in mask_cases} == {"a"} and {c.cache_dir.name for c in report_cases} == {"b"}
+    with pytest.raises(ValueError, match="unique"):
+        collect_training_cases([tmp_path / "a", tmp_path / "a"], findings, CLASSES, TARGETS)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps({**manifest, "spacing_mm": [1.0, 1.0, 1.0]}))
+    with pytest.raises(ValueError, match="spacing"):
+        collect_training_cases([tmp_path / "a", tmp_path / "b"], findings, CLASSES, TARGETS)

@@ -23,14 +23,14 @@ TINY = "train_helpers:make_tiny_net"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    findings = make_cache(root / "cache")
+    findings = make_cache(root / "cache", report_cache=root / "report_cache")  # two caches, as prepared
     write_tumors_csv(findings.values(), root / "tumors.csv")
     return root
 
 
 def _config(root, out, **kw):
     base = dict(
-        cache=root / "cache", out=root / out, model=TINY, patch_size=(32, 32, 32), workers=0, warmup_steps=2,
+        cache=[root / "cache", root / "report_cache"], out=root / out, model=TINY, patch_size=(32, 32, 32), workers=0, warmup_steps=2,
         lr=1e-2, log_every=5, checkpoint_every=10, steps=30, augment=False,
     )
     return TrainConfig(**{**base, **kw})

@@ -61,13 +61,24 @@ def write_case(cache: Path, case_id: str, masks: dict[str, np.ndarray], seed: in
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
-def make_cache(cache: Path, n_mask: int = 2) -> dict[str, CaseFindings]:
+def _write_manifest(cache: Path, cases: dict[str, list[str]]) -> None:
+    manifest = {
+        "spacing_mm": list(SPACING_MM),
+        "orientation": "RAS",
+        "normalisation": CT_NORMALISATION,
+        "cases": {c: {"dir": c, "classes": classes, "shape": list(SHAPE)} for c, classes in cases.items()},
+    }
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+
+
+def make_cache(cache: Path, n_mask: int = 2, report_cache: Path | None = None) -> dict[str, CaseFindings]:
     """Mask cases m0.. (a liver and a pancreatic tumor) and four report cases; returns the findings.
 
-    Report cases: r_multi (pancreatic tumor spanning body/tail + a left kidney tumor + a liver tumor of
-    unknown size and location), r_healthy (no lesion), r_many (12 tumors in the pancreatic head), r_unsized
-    (a pancreatic tumor with no size in the tail).
+    Report cases (in ``report_cache`` when given, else in ``cache``): r_multi (pancreatic tumor spanning
+    body/tail + a left kidney tumor + a liver tumor of unknown size and location), r_healthy (no lesion),
+    r_many (12 tumors in the pancreatic head), r_unsized (a pancreatic tumor with no size in the tail).
     """
+    report_cache = report_cache or cache
     cases: dict[str, list[str]] = {}
     for i in range(n_mask):
         masks = organ_masks()
@@ -76,17 +87,14 @@ def make_cache(cache: Path, n_mask: int = 2) -> dict[str, CaseFindings]:
         masks["kidney_lesion"] = np.zeros(SHAPE, np.uint8)
         write_case(cache, f"m{i}", masks, seed=i)
         cases[f"m{i}"] = sorted(masks)
+    report_cases: dict[str, list[str]] = cases if report_cache == cache else {}
     for i, case_id in enumerate(["r_multi", "r_healthy", "r_many", "r_unsized"]):
         masks = organ_masks()
-        write_case(cache, case_id, masks, seed=100 + i)
-        cases[case_id] = sorted(masks)
-    manifest = {
-        "spacing_mm": list(SPACING_MM),
-        "orientation": "RAS",
-        "normalisation": CT_NORMALISATION,
-        "cases": {c: {"dir": c, "classes": classes, "shape": list(SHAPE)} for c, classes in cases.items()},
-    }
-    (cache / "manifest.json").write_text(json.dumps(manifest))
+        write_case(report_cache, case_id, masks, seed=100 + i)
+        report_cases[case_id] = sorted(masks)
+    _write_manifest(cache, cases)
+    if report_cache != cache:
+        _write_manifest(report_cache, report_cases)
     many = [Lesion(organ="pancreas", location=["head"], size_mm=[4 + 0.1 * k]) for k in range(12)]
     return {
         "r_multi": CaseFindings(

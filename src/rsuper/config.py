@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Inputs / outputs.
-    cache: Path | None = Field(None, description="prepared cache folder (`rsuper prepare --out`)")
+    cache: list[Path] = Field([], description="prepared cache folder(s) (`rsuper prepare --out`), e.g. masks + reports")
     tumors: Path | None = Field(None, description="per-tumor findings CSV (`rsuper extract`) for report cases")
     out: Path = Field(Path("runs/train"), description="run folder: checkpoints, metrics.csv, config.yaml")
     # Stage and initialisation.
@@ -91,6 +91,11 @@ class TrainConfig(BaseModel):
     seed: int = Field(0)
     checkpoint_every: int = Field(100, ge=1, description="write last.pt every N steps")
     log_every: int = Field(10, ge=1, description="metrics.csv row every N steps")
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, Path)) else value
 
     @field_validator("target_organs")
     @classmethod

@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         config: Path | None = typer.Option(None, "--config", "-c", help="YAML run file (TrainConfig fields)."),
-        cache: Path | None = typer.Option(None, "--cache", help="Prepared cache folder (`rsuper prepare --out`)."),
+        cache: list[Path] | None = typer.Option(
+            None, "--cache", help="Prepared cache folder (`rsuper prepare --out`); repeat for masks + reports."
+        ),
         tumors: Path | None = typer.Option(None, "--tumors", help="Per-tumor findings CSV (stage 2)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Run folder for checkpoints and metrics."),
         stage: int | None = typer.Option(None, "--stage", min=1, max=2, help="1 = masks only, 2 = masks + reports."),
@@ -55,12 +57,12 @@ def register(app: typer.Typer) -> None:
         Multi-GPU: `torchrun --nproc_per_node 4 $(which rsuper) train --config RUN.yaml` (batch size is per
         GPU; the learning rate is not scaled with the number of GPUs).
 
-        Example: rsuper train --cache cache --out runs/stage1 --stage 1 --model medformer_small --patch-size 96 --steps 2000
+        Example: rsuper train --cache cache/masks --cache cache/reports --tumors extract_rules/tumors.csv --stage 2 --init runs/stage1/final.pt --out runs/stage2 --model medformer_small --patch-size 96
         """
         from rsuper.config import TrainConfig
 
         overrides = {
-            "cache": cache, "tumors": tumors, "out": out, "stage": stage, "init": init, "steps": steps,
+            "cache": cache or None, "tumors": tumors, "out": out, "stage": stage, "init": init, "steps": steps,
             "model": model, "patch_size": _parse_patch(patch_size), "batch_size": batch_size, "lr": lr,
             "workers": workers, "amp": amp, "device": device, "seed": seed, "resume": resume or None,
         }

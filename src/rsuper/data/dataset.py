@@ -12,8 +12,9 @@ A sample is a dict:
     is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented").
 
 Example:
-    >>> mask_cases, report_cases, skipped = collect_training_cases(cache, findings, classes, ["pancreas"])
-    >>> ds = TrainingDataset(cache, mask_cases, report_cases, classes, (96, 96, 96), spacing_mm=(2, 2, 2))
+    >>> mask_cases, report_cases, skipped = collect_training_cases([mask_cache, report_cache], findings, classes,
+    ...                                                            ["pancreas"])
+    >>> ds = TrainingDataset(mask_cases, report_cases, classes, (96, 96, 96), spacing_mm=(2, 2, 2))
     >>> sample = ds[(1, 0, 1234)]
 """
 
@@ -42,6 +43,7 @@ IMAGE_FILL = -1.0  # normalised value of air (-991 HU), used beyond the image bo
 class TrainingCase:
     """One cached case used for training; ``supervision`` is set for report cases."""
 
+    cache_dir: Path
     case_id: str
     classes: tuple[str, ...]
     supervision: ReportSupervision | None = None
@@ -52,29 +54,41 @@ class TrainingCase:
 
 
 def collect_training_cases(
-    cache_dir: str | Path,
+    cache_dirs: str | Path | Sequence[str | Path],
     findings: Mapping[str, Any] | None,
     class_names: Sequence[str],
     target_organs: Sequence[str],
     max_tumors: int = 16,
 ) -> tuple[list[TrainingCase], list[TrainingCase], list[str]]:
-    """Splits the cache into mask cases and report cases.
+    """Splits the cases of one or more caches (e.g. a mask dataset and a report dataset) by kind.
 
     Returns ``(mask_cases, report_cases, skipped)`` where ``skipped`` holds one line per unused case.
+    Raises ``ValueError`` when caches differ in spacing or share a case id.
     """
-    manifest = load_manifest(cache_dir)
+    dirs = [Path(cache_dirs)] if isinstance(cache_dirs, (str, Path)) else [Path(d) for d in cache_dirs]
+    entries: dict[str, tuple[Path, dict[str, Any]]] = {}
+    spacings = {}
+    for cache_dir in dirs:
+        manifest = load_manifest(cache_dir)
+        spacings[str(cache_dir)] = [float(s) for s in manifest["spacing_mm"]]
+        for case_id, entry in manifest["cases"].items():
+            if case_id in entries:
+                raise ValueError(f"case {case_id!r} is in both {entries[case_id][0]} and {cache_dir}; case ids must be unique")
+            entries[case_id] = (cache_dir, entry)
+    if len({tuple(v) for v in spacings.values()}) > 1:
+        raise ValueError(f"caches have different spacings {spacings}; prepare them with the same --spacing")
     lesion_channels = {c for c in class_names if labels.is_lesion_class(c)}
     mask_cases: list[TrainingCase] = []
     report_cases: list[TrainingCase] = []
     skipped: list[str] = []
-    for case_id, entry in sorted(manifest["cases"].items()):
+    for case_id, (cache_dir, entry) in sorted(entries.items()):
         classes = tuple(labels.canonical_class_name(c) for c in entry.get("classes", []))
         found = (findings or {}).get(case_id)
         if lesion_channels & set(classes):
-            mask_cases.append(TrainingCase(case_id, classes))
+            mask_cases.append(TrainingCase(cache_dir, case_id, classes))
         elif found is not None and getattr(found, "error", None) is None:
             sup = build_report_supervision(found, classes, class_names, target_organs, max_tumors)
-            report_cases.append(TrainingCase(case_id, classes, sup))
+            report_cases.append(TrainingCase(cache_dir, case_id, classes, sup))
         elif found is not None:
             skipped.append(f"{case_id}: report extraction failed ({found.error})")
         else:
@@ -87,7 +101,6 @@ class TrainingDataset(Dataset):
 
     def __init__(
         self,
-        cache_dir: str | Path,
         mask_cases: Sequence[TrainingCase],
         report_cases: Sequence[TrainingCase],
         class_names: Sequence[str],
@@ -100,7 +113,6 @@ class TrainingDataset(Dataset):
         report_random_crop_prob: float = 0.1,
         augment: bool = True,
     ) -> None:
-        self.cache_dir = Path(cache_dir)
         self.cases = (list(mask_cases), list(report_cases))
         self.class_names = list(class_names)
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -121,17 +133,17 @@ class TrainingDataset(Dataset):
         # DataLoader workers open their own memory maps; pickling loaded ones would copy whole volumes.
         return {**self.__dict__, "_loaded": {}}
 
-    def _case(self, case_id: str) -> tuple[Any, CaseIndex]:
-        if case_id not in self._loaded:
-            cached = load_cached_case(self.cache_dir, case_id, mmap=True)
-            self._loaded[case_id] = (cached, CaseIndex.from_masks(cached.masks, max_points=2000))
-        return self._loaded[case_id]
+    def _case(self, case: TrainingCase) -> tuple[Any, CaseIndex]:
+        if case.case_id not in self._loaded:
+            cached = load_cached_case(case.cache_dir, case.case_id, mmap=True)
+            self._loaded[case.case_id] = (cached, CaseIndex.from_masks(cached.masks, max_points=2000))
+        return self._loaded[case.case_id]
 
     def choose(self, key: tuple[int, int, int]) -> CropChoice:
         """The crop decision of a key (what ``__getitem__`` will build)."""
         is_report, case_idx, seed = key
         case = self.cases[int(bool(is_report))][case_idx]
-        cached, index = self._case(case.case_id)
+        cached, index = self._case(case)
         rng = np.random.default_rng(seed)
         shape = cached.image.shape
         if case.supervision is not None:
@@ -147,7 +159,7 @@ class TrainingDataset(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
         is_report, case_idx, seed = (int(k) for k in key)
         case = self.cases[int(bool(is_report))][case_idx]
-        cached, _ = self._case(case.case_id)
+        cached, _ = self._case(case)
         choice = self.choose((is_report, case_idx, seed))
         image, targets = self._arrays(cached, case, choice)
         volumes = np.zeros(self.max_tumors, np.float32)

@@ -130,9 +130,9 @@ class Trainer:
         self.device = ctx.device
         self.console = Console(stderr=True, quiet=not ctx.is_main)
         self.class_names = config.classes
-        if config.cache is None:
+        if not config.cache:
             raise ValueError("no cache given: set `cache` in the config or pass --cache CACHE (from `rsuper prepare`)")
-        manifest = load_manifest(config.cache)
+        manifest = load_manifest(config.cache[0])
         self.spacing_mm = tuple(float(s) for s in manifest["spacing_mm"])
         self.dataset, self.n_mask, self.n_report = self._build_dataset(config)
         torch.manual_seed(config.seed)
@@ -180,7 +180,7 @@ class Trainer:
             + (f" (e.g. {skipped[0]})" if skipped else "")
         )
         dataset = TrainingDataset(
-            config.cache, mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
+            mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
             config.target_organs, config.max_tumors, config.mask_crop_probs, config.report_margin_mm,
             config.report_random_crop_prob, config.augment,
         )
