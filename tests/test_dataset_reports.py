@@ -219,3 +219,17 @@ def test_two_caches_must_agree(tmp_path):
     (tmp_path / "b" / "manifest.json").write_text(json.dumps({**manifest, "spacing_mm": [1.0, 1.0, 1.0]}))
     with pytest.raises(ValueError, match="spacing"):
         collect_training_cases([tmp_path / "a", tmp_path / "b"], findings, CLASSES, TARGETS)
+
+
+def test_mask_crop_kinds(report_data):
+    _, plain, _ = report_data
+    for kind, channel in (("tumor", "liver_lesion"), ("organ", "liver")):
+        ds = TrainingDataset(
+            plain.cases[0], [], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, mask_crop_probs={kind: 1.0},
+            augment=False,
+        )
+        for seed in range(4):
+            sample = ds[(0, 0, seed)]
+            assert json.loads(sample["choice"])["kind"] == kind
+            lesions = sum(sample["label"][CLASSES.index(c)].sum() for c in ("liver_lesion", "pancreatic_lesion"))
+            assert (lesions if kind == "tumor" else sample["label"][CLASSES.index(channel)].sum()) > 0
