@@ -105,12 +105,15 @@ def bench_pipeline(cache: Path, findings, size: int, workers: int, batches: int,
     elapsed = time.perf_counter() - start
     # CPU seconds of one sample in this process (one thread), all cases already opened.
     keys = [k for step in range(batches) for k in sampler.batch_keys(step)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like a DataLoader worker
     for key in keys:
         dataset[key]
     cpu = time.process_time()
     for key in keys:
         dataset[key]
     cpu_per_sample = (time.process_time() - cpu) / len(keys)
+    torch.set_num_threads(threads)
     return batches * batch_size / elapsed, cpu_per_sample, warm[-1]
 
 
