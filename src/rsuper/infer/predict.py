@@ -265,8 +265,7 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
     ct = load_nifti(ct_path)
     if not np.isfinite(ct.array).all():
         raise ValueError(f"{ct_path} contains NaN or infinite voxels; fix the image before predicting")
-    work = resample_to_spacing(to_canonical(Volume(ct.array.astype(np.float32), ct.affine)),
-                               predictor.spacing_mm, order=1)
+    work = resample_to_spacing(to_canonical(ct), predictor.spacing_mm, order=1)  # float32 (float64 stays)
     probs = predict_probabilities(predictor, normalize_ct(work.array), options)
     work_affine = work.affine
     del work
