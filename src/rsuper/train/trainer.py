@@ -136,7 +136,8 @@ class Trainer:
         self.spacing_mm = tuple(float(s) for s in manifest["spacing_mm"])
         self.dataset, self.n_mask, self.n_report = self._build_dataset(config)
         torch.manual_seed(config.seed)
-        self.model = self._build_model(config).to(self.device)
+        # channels-last 3D: same numbers, 2-3x faster convolution backward on CPU, tensor-core friendly on GPU.
+        self.model = self._build_model(config).to(self.device, memory_format=torch.channels_last_3d)
         self.ema = create_ema(self.model, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.effective_lr, weight_decay=config.weight_decay
@@ -283,7 +284,7 @@ class Trainer:
         )
 
     def _train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], float]:
-        image = batch["image"].to(self.device, non_blocking=True)
+        image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
         targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
         autocast = (
