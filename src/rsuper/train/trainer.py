@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from rsuper.anatomy import labels
 from rsuper.config import TrainConfig
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.data.preprocess import load_manifest
@@ -148,7 +149,12 @@ class Trainer:
             self.console.print(f"[yellow]amp={config.amp} needs a GPU; training in float32 on {self.device}[/]")
             self.amp_dtype = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.loss_fn = combine.ReportSupervisedLoss(self.spacing_mm, report_weight=config.effective_report_weight)
+        # Lesion channels get the Ball Loss background BCE also in samples without a region (METHOD.md §5):
+        # healthy report CTs and mask CTs then push false-positive lesions down as strongly as tumor CTs push up.
+        lesion_channels = [i for i, name in enumerate(self.class_names) if labels.is_lesion_class(name)]
+        self.loss_fn = combine.ReportSupervisedLoss(
+            self.spacing_mm, report_weight=config.effective_report_weight, lesion_channels=lesion_channels
+        )
         self.step = 0
         if resume_payload is not None:
             self._load_training_state(resume_payload)
@@ -176,10 +182,11 @@ class Trainer:
                 f"stage 2: no report case in {config.cache} matches {config.tumors} "
                 "(cases need findings and no lesion masks); check the case ids"
             )
-        self.console.print(
-            f"{len(mask_cases)} mask cases, {len(report_cases)} report cases, {len(skipped)} unused"
-            + (f" (e.g. {skipped[0]})" if skipped else "")
-        )
+        if config.stage == 1:
+            unused = f"{len(skipped)} case(s) without lesion masks unused (stage 1 trains on masks only)"
+        else:
+            unused = f"{len(skipped)} unused" + (f" (e.g. {skipped[0]})" if skipped else "")
+        self.console.print(f"{len(mask_cases)} mask cases, {len(report_cases)} report cases, {unused}")
         dataset = TrainingDataset(
             mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
             config.target_organs, config.max_tumors, config.mask_crop_probs, config.report_margin_mm,
