@@ -17,11 +17,14 @@ Example:
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from rsuper.anatomy.organ_masks import case_is_done, process_case
 from rsuper.atomic import write_json_atomic
@@ -46,20 +49,23 @@ class DemoPlan:
     seed: int = 0
     n_mask: int = 6
     n_report: int = 60
-    n_test: int = 16
+    n_test: int = 24
     spacing_mm: float = 4.0
-    tumor_contrast_hu: float = -40.0
+    tumor_contrast_hu: float = -60.0
     model: str = "dynunet_small"
     patch_size: tuple[int, int, int] = (48, 48, 48)
     batch_size: int = 2
-    stage1_steps: int = 300
-    stage2_steps: int = 200
+    stage1_steps: int = 600
+    stage2_steps: int = 300
     lr: float = 3e-3
+    # Short CPU budget: stage 2 keeps the stage-1 learning rate (METHOD: x0.1 for long runs) in both arms.
+    stage2_lr_factor: float = 1.0
+    report_weight: float = 0.3
+    tumor_crop_prob: float = 0.8
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
-    volume_threshold_mm3: float = 100.0
+    volume_threshold_mm3: float = 300.0
     n_bootstrap: int = 200
-    workers: int = 0
-    extra: dict = field(default_factory=dict)
+    parallel_stage2: bool = True
 
     @classmethod
     def default(cls, out: Path, quick: bool = False, seed: int = 0) -> DemoPlan:
@@ -74,8 +80,11 @@ class DemoPlan:
         return TrainConfig(
             cache=self.out / "cache", tumors=self.out / "extract" / "tumors.csv", out=self.out / "runs" / name,
             stage=stage, init=init, target_organs=list(self.target_organs), model=self.model,
-            patch_size=self.patch_size, batch_size=self.batch_size, workers=self.workers, steps=steps,
-            lr=self.lr, warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed,
+            patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
+            lr=self.lr, stage2_lr_factor=self.stage2_lr_factor, report_weight=self.report_weight,
+            warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
+            mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
+                             "random": (1 - self.tumor_crop_prob) / 2},
             checkpoint_every=max(10, steps // 4), log_every=max(1, min(10, steps // 10)), device="cpu",
         )
 
@@ -127,22 +136,50 @@ def _organs(data: Path, out: Path, log: Log) -> Path:
 def _train_all(plan: DemoPlan, log: Log) -> dict[str, Path]:
     runs = plan.out / "runs"
     stage1 = _train_once(plan.train_config("stage1", 1, plan.stage1_steps, None, 0.5), log)
-    checkpoints = {}
-    for name, fraction in zip(MODEL_NAMES, (0.0, 0.5)):
-        config = plan.train_config(name, 2, plan.stage2_steps, stage1, fraction)
-        checkpoints[name] = _train_once(config, log)
+    configs = {name: plan.train_config(name, 2, plan.stage2_steps, stage1, fraction)
+               for name, fraction in zip(MODEL_NAMES, (0.0, 0.5))}
+    if plan.parallel_stage2:
+        checkpoints = _train_in_parallel(configs, log)
+    else:
+        checkpoints = {name: _train_once(config, log) for name, config in configs.items()}
     write_json_atomic(runs / "demo_runs.json", {k: str(v) for k, v in checkpoints.items()})
     return checkpoints
 
 
-def _train_once(config: TrainConfig, log: Log) -> Path:
+def _train_once(config: TrainConfig, log: Log, show_progress: bool = True) -> Path:
     final = config.out / "final.pt"
     if final.is_file():
         log(f"train: reusing {final}")
         return final
     resume = (config.out / "last.pt").is_file()
     log(f"train: {config.out.name} (stage {config.stage}, {config.steps} steps{', resuming' if resume else ''})")
-    return train(config.model_copy(update={"resume": resume}), show_progress=True)
+    on_step = None if show_progress else _StepPrinter(config.out.name, config.steps)
+    return train(config.model_copy(update={"resume": resume}), show_progress=show_progress, on_step=on_step)
+
+
+class _StepPrinter:
+    """Prints one line every 10 % of a run (progress of runs trained side by side in subprocesses)."""
+
+    def __init__(self, name: str, steps: int) -> None:
+        self.name, self.steps, self.every = name, steps, max(1, steps // 10)
+
+    def __call__(self, step: int, losses: dict[str, float]) -> None:
+        if step % self.every == 0 or step == self.steps:
+            terms = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
+            print(f"  {self.name}: step {step}/{self.steps} {terms}", flush=True)
+
+
+def _train_in_subprocess(config: TrainConfig) -> Path:
+    torch.set_num_threads(1)
+    return _train_once(config, print, show_progress=False)
+
+
+def _train_in_parallel(configs: dict[str, TrainConfig], log: Log) -> dict[str, Path]:
+    """Trains the stage-2 arms side by side, one process and one thread each (2 cores: ~1.6x faster)."""
+    log(f"train: {' and '.join(configs)} side by side (stage 2, one process each)")
+    with ProcessPoolExecutor(max_workers=len(configs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(_train_in_subprocess, config) for name, config in configs.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _predict(plan: DemoPlan, data: Path, checkpoints: dict[str, Path], log: Log) -> dict[str, Path]:
