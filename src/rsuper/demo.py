@@ -60,7 +60,7 @@ class DemoPlan:
     lr: float = 3e-3
     # Short CPU budget: stage 2 keeps the stage-1 learning rate (METHOD: x0.1 for long runs) in both arms.
     stage2_lr_factor: float = 1.0
-    report_weight: float = 0.3
+    report_weight: float = 0.1
     tumor_crop_prob: float = 0.8
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
