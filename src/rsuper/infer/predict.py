@@ -47,6 +47,7 @@ from rsuper.infer.findings import lesion_components, organ_summary, report_style
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
 from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
+from rsuper.train.distributed import resolve_device
 
 THRESHOLD = 0.5
 GATING_DILATION_MM = 3.0
@@ -92,14 +93,6 @@ class PredictOptions:
     tta: bool = False
     save_probabilities: bool = False
     gating_dilation_mm: float = GATING_DILATION_MM
-
-
-def resolve_device(device: str) -> torch.device:
-    """``torch.device`` for "cpu"/"cuda[:i]"; raises a clear error when CUDA is asked for but absent."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} requested but CUDA is not available; use --device cpu")
-    return dev
 
 
 def find_ct_inputs(path: str | Path) -> list[tuple[str, Path]]:

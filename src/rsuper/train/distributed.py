@@ -47,7 +47,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = f"cuda:{local_rank}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device
 
 
