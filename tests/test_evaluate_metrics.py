@@ -7,6 +7,7 @@ import pytest
 
 from rsuper.evaluate.detection import auroc, binary_metrics, bootstrap_ci, choose_operating_point, \
     predict_positive, roc_curve, threshold_sweep
+from rsuper.evaluate.collect import opened_volume_mm3, opening_structure
 from rsuper.evaluate.lesions import match_lesions, report_agreement
 from rsuper.evaluate.overlap import dice, surface_dice
 from rsuper.infer.findings import lesion_components, organ_summary
@@ -128,3 +129,17 @@ def test_principal_diameters_of_a_digital_ball():
     assert all(c["diameters_mm"] == [1.0, 1.0, 1.0] and c["volume_mm3"] == 1.0 for c in comps[1:])
     summary = organ_summary("liver", "liver_lesion", comps, max_listed=3)
     assert summary["count"] == 11 and summary["total_volume_mm3"] == 399.0 and len(summary["components"]) == 3
+
+
+@pytest.mark.parametrize(
+    "spacing, voxels", [((1.0, 1.0, 1.0), 7), ((0.8, 0.8, 3.0), 5), ((4.0, 4.0, 4.0), 1), ((0.5, 0.5, 0.5), 33)]
+)
+def test_opening_ball_is_one_mm_whatever_the_spacing(spacing, voxels):
+    assert int(opening_structure(spacing).sum()) == voxels
+
+
+def test_opening_keeps_small_tumors_on_coarse_grids():
+    blob = np.zeros((12, 12, 12), bool)
+    blob[4:6, 4:6, 4:6] = True  # 8 mm at 4 mm voxels: a real tumor, only 2 voxels thick
+    assert opened_volume_mm3(blob, (4.0, 4.0, 4.0)) == 8 * 64.0
+    assert opened_volume_mm3(blob, (1.0, 1.0, 1.0)) == 0.0  # 2 mm at 1 mm voxels: a speck

@@ -224,3 +224,15 @@ def test_refuses_a_non_phantom_folder_and_replaces_an_old_dataset(tmp_path):
     generate_dataset(out, n_mask=0, n_report=1, n_test=0, spacing_mm=6.0)
     assert [p.name for p in (out / "reports").iterdir()] == ["phantom_00000"]
     assert len(pd.read_csv(out / "reports.csv")) == 1
+
+
+def test_mask_split_can_be_tumor_enriched(tmp_path):
+    summary = generate_dataset(
+        tmp_path, n_mask=6, n_report=0, n_test=0, spacing_mm=8.0, seed=5, healthy_fraction=1.0, mask_healthy_fraction=0.0
+    )
+    truth = pd.read_csv(tmp_path / "gold" / "tumors_truth.csv")
+    assert summary["healthy_cases"] == 0
+    assert truth["BDMAP ID"].nunique() == 6
+    other = generate_dataset(tmp_path / "b", n_mask=0, n_report=3, n_test=3, spacing_mm=8.0, seed=5,
+                             healthy_fraction=1.0, mask_healthy_fraction=0.0)
+    assert other["healthy_cases"] == 6 and other["tumors"] == 0

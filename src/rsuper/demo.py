@@ -52,6 +52,8 @@ class DemoPlan:
     n_test: int = 24
     spacing_mm: float = 4.0
     tumor_contrast_hu: float = -60.0
+    noise_sd_hu: tuple[float, float] = (10.0, 25.0)
+    mask_healthy_fraction: float = 0.0
     model: str = "dynunet_small"
     patch_size: tuple[int, int, int] = (48, 48, 48)
     batch_size: int = 2
@@ -109,7 +111,8 @@ def _generate(plan: DemoPlan, log: Log) -> Path:
         return data
     log(f"phantoms: {plan.n_mask} mask, {plan.n_report} report and {plan.n_test} test cases at {plan.spacing_mm} mm")
     generate_dataset(data, n_mask=plan.n_mask, n_report=plan.n_report, n_test=plan.n_test,
-                     spacing_mm=plan.spacing_mm, seed=plan.seed, tumor_contrast_hu=plan.tumor_contrast_hu)
+                     spacing_mm=plan.spacing_mm, seed=plan.seed, tumor_contrast_hu=plan.tumor_contrast_hu,
+                     noise_sd_hu=plan.noise_sd_hu, mask_healthy_fraction=plan.mask_healthy_fraction)
     return data
 
 

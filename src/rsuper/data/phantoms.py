@@ -71,6 +71,7 @@ class PhantomSettings:
     tumor_diameter_mm: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_DIAMETERS_MM))
     organ_weights: dict[str, float] = field(default_factory=lambda: {"pancreas": 0.4, "kidney": 0.3, "liver": 0.3})
     healthy_fraction: float = 0.45
+    mask_healthy_fraction: float | None = None  # masks split; None = healthy_fraction
     max_tumors: int = 3
     lps_fraction: float = 0.0
 
@@ -80,9 +81,13 @@ def case_id(index: int) -> str:
     return f"phantom_{index:05d}"
 
 
-def plan_tumors(rng: np.random.Generator, settings: PhantomSettings) -> list[TumorPlan]:
-    """0..max_tumors tumors: healthy with probability `healthy_fraction`, else 1-3 (organs, sub-segments, sizes)."""
-    if settings.max_tumors <= 0 or rng.random() < settings.healthy_fraction:
+def plan_tumors(rng: np.random.Generator, settings: PhantomSettings, split: str = "reports") -> list[TumorPlan]:
+    """0..max_tumors tumors: healthy with probability `healthy_fraction` (the masks split may have its own),
+    else 1-3 (organs, sub-segments, sizes)."""
+    healthy = settings.healthy_fraction
+    if split == "masks" and settings.mask_healthy_fraction is not None:
+        healthy = settings.mask_healthy_fraction
+    if settings.max_tumors <= 0 or rng.random() < healthy:
         return []
     counts = np.arange(1, settings.max_tumors + 1)
     weights = np.array([0.6, 0.28, 0.12, 0.06, 0.03][: len(counts)] + [0.01] * max(0, len(counts) - 5))
@@ -129,7 +134,7 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
     )
     cid = case_id(index)
-    ph = generate_anatomy(anatomy_rng, settings.anatomy, plan_tumors(plan_rng, settings))
+    ph = generate_anatomy(anatomy_rng, settings.anatomy, plan_tumors(plan_rng, settings, split))
     lps = bool(orient_rng.random() < settings.lps_fraction)
     _write_case(ph, root, cid, split, lps)
     report_tumors = [
@@ -192,6 +197,7 @@ def generate_dataset(
     tumor_contrast_spread_hu: float = 10.0,
     tumor_diameter_mm: dict[str, tuple[float, float]] | None = None,
     healthy_fraction: float = 0.45,
+    mask_healthy_fraction: float | None = None,
     max_tumors: int = 3,
     lps_fraction: float = 0.0,
     workers: int = 1,
@@ -201,7 +207,8 @@ def generate_dataset(
 
     Difficulty knobs: `tumor_contrast_hu` (mean tumor - organ HU, negative = hypodense) +/- uniform
     `tumor_contrast_spread_hu`; `noise_sd_hu` (range of per-case noise SD); `tumor_diameter_mm`
-    (per organ (min, max) largest diameter); `healthy_fraction`; `max_tumors` per case.
+    (per organ (min, max) largest diameter); `healthy_fraction`; `mask_healthy_fraction` (the masks split;
+    annotated datasets are usually tumor-enriched; None = `healthy_fraction`); `max_tumors` per case.
     `lps_fraction` of the cases are written in LPS orientation (same world geometry).
     `progress` is called with each finished case id. A previous phantom dataset in `out_dir` is replaced;
     any other non-empty folder raises ``FileExistsError``.
@@ -217,7 +224,8 @@ def generate_dataset(
             noise_sd_hu=tuple(noise_sd_hu), tumor_contrast_hu=tumor_contrast_hu,  # type: ignore[arg-type]
             tumor_contrast_spread_hu=tumor_contrast_spread_hu,
         ),
-        tumor_diameter_mm=diameters, healthy_fraction=healthy_fraction, max_tumors=max_tumors,
+        tumor_diameter_mm=diameters, healthy_fraction=healthy_fraction, mask_healthy_fraction=mask_healthy_fraction,
+        max_tumors=max_tumors,
         lps_fraction=lps_fraction,
     )
     root = Path(out_dir)

@@ -4,8 +4,9 @@ A prediction folder has the layout written by ``rsuper predict`` (``<case>/segme
 optional ``<case>/probabilities/<class>.nii.gz`` (uint8, p = value / 255) and ``<case>/findings.json``);
 masks from other tools in the same layout work too (facts are then recomputed from the masks).
 
-CT-level predicted volume: the lesion mask after a light opening (one binary opening with the
-6-connected 3x3x3 cross), in mm^3; this removes one-voxel-thin specks.
+CT-level predicted volume: the lesion mask after a light opening (one binary opening with a ball of
+radius 1 mm: the 6-connected cross at 1 mm voxels, nothing where every axis is coarser than 1 mm; at
+4 mm a cross would erase every tumor thinner than 12 mm), in mm^3; this removes thin specks.
 
 Example:
     >>> truth = load_report_truth("gold/tumors.csv")
@@ -112,9 +113,21 @@ def _mask_path(folder: Path, name: str) -> Path | None:
     return None
 
 
+OPENING_RADIUS_MM = 1.0
+
+
+def opening_structure(spacing_mm: tuple[float, float, float], radius_mm: float = OPENING_RADIUS_MM) -> np.ndarray:
+    """Boolean structuring element: the voxels whose centres lie within ``radius_mm`` of the centre voxel."""
+    reach = [int(np.floor(radius_mm / s)) for s in spacing_mm]
+    grids = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing_mm)], indexing="ij")
+    return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
+
+
 def opened_volume_mm3(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> float:
-    """Volume (mm^3) of ``mask`` after one binary opening with the 6-connected cross."""
-    opened = ndimage.binary_opening(mask.astype(bool), structure=ndimage.generate_binary_structure(3, 1))
+    """Volume (mm^3) of ``mask`` after one binary opening with a ball of radius 1 mm (see module doc)."""
+    structure = opening_structure(spacing_mm)
+    mask = mask.astype(bool)
+    opened = ndimage.binary_opening(mask, structure=structure) if structure.sum() > 1 else mask
     return float(opened.sum()) * float(np.prod(spacing_mm))
 
 

@@ -120,7 +120,7 @@ def summarise(name: str, per_case: pd.DataFrame, settings: EvaluationSettings) -
                        "n_bootstrap": settings.n_bootstrap, "seed": settings.seed,
                        "volume_threshold_mm3": settings.volume_threshold_mm3,
                        "validation_cases": len(settings.val_ids or ()),
-                       "opening": "one binary opening, 6-connected cross", "ci": "95% percentile bootstrap"}
+                       "opening": "one binary opening, ball of radius 1 mm", "ci": "95% percentile bootstrap"}
     if len(scores):
         det_scores = scores.drop(columns=["max_probability"]) if scores["max_probability"].isna().any() else scores
         result.detection, result.sweep = detection.detection_summary(
