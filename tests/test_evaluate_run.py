@@ -102,10 +102,14 @@ def test_operating_point_given_or_from_validation(data):
     fixed = evaluate_predictions(data / "B", None, reports=data / "tumors.csv",
                                  settings=EvaluationSettings(volume_threshold_mm3=10, n_bootstrap=20))
     assert fixed.detection.iloc[0]["specificity"] == 1.0  # the 7 mm^3 speck is below 10 mm^3
-    val = evaluate_predictions(data / "B", None, reports=data / "tumors.csv",
+    val = evaluate_predictions(data / "B", None, reports=data / "tumors.csv", masks=data / "truth",
                                settings=EvaluationSettings(val_ids={"c0", "c3", "c4"}, n_bootstrap=20))
     det = val.detection.iloc[0]
-    assert det["volume_threshold_mm3"] == 32.0  # a 4^3 cube is 32 voxels after opening and det["n"] == 3 and det["f1"] == 1.0
+    assert det["volume_threshold_mm3"] == 32.0  # a 4^3 cube is 32 voxels after opening
+    assert det["n"] == 3 and det["f1"] == 1.0
+    # validation CTs only choose the threshold: DSC is over the other three (0.75, 0.75, 1.0)
+    assert val.overlap.iloc[0]["cases"] == 3
+    assert val.overlap.iloc[0]["dsc_mean"] == pytest.approx(2.5 / 3)
 
 
 def test_compare_writes_table_figures_and_self_contained_html(data):

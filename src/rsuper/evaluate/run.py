@@ -140,6 +140,7 @@ def summarise(name: str, per_case: pd.DataFrame, settings: EvaluationSettings) -
         result.roc = pd.concat(rocs, ignore_index=True)
         if prob_sweeps:
             result.probability_sweep = pd.concat(prob_sweeps, ignore_index=True)
+    per_case = per_case[~per_case["case_id"].isin(settings.val_ids or set())]  # validation CTs only set thresholds
     if "dsc" in per_case:
         rows = []
         for organ, g in per_case.dropna(subset=["dsc"]).groupby("organ", sort=True):
