@@ -154,6 +154,31 @@ def subsegment_class(organ: str, token: str) -> str | None:
     return SUBSEGMENTS_OF_ORGAN.get(organ, {}).get(token)
 
 
+def mirror_partner(name: str) -> str | None:
+    """The class a left-right mirror turns ``name`` into: ``kidney_left`` <-> ``kidney_right``; None when
+    the class has no mirror meaning (pancreas parts and liver segments are defined by the patient's side);
+    the class itself otherwise (liver, lesions, ...)."""
+    name = canonical_class_name(name)
+    for side, other in (("_left", "_right"), ("_right", "_left")):
+        if name.endswith(side):
+            return name[: -len(side)] + other
+    return None if name in SUBSEGMENT_CLASSES else name
+
+
+def mirror_channel_map(class_names: list[str]) -> tuple[list[int], list[int]]:
+    """Channel bookkeeping of a left-right mirror of a (C, ...) output or label stack.
+
+    Returns ``(source, side_defined)``: after mirroring the array, channel ``i`` must take the data of
+    channel ``source[i]`` (left/right pairs swap, everything else keeps its own); ``side_defined`` lists the
+    channels with no mirror meaning (pancreas parts, liver segments, a left/right class without its
+    partner), whose mirrored data is not valid.
+    """
+    names = [canonical_class_name(n) for n in class_names]
+    partners = [p if p in names else None for p in map(mirror_partner, names)]
+    source = [names.index(p) if p is not None else i for i, p in enumerate(partners)]
+    return source, [i for i, p in enumerate(partners) if p is None]
+
+
 def is_lesion_class(name: str) -> bool:
     """True for lesion channels (``*_lesion``)."""
     return canonical_class_name(name).endswith("_lesion")

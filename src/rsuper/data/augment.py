@@ -1,8 +1,13 @@
 """Patch augmentation with MONAI that never cuts the chosen report group out of the patch.
 
 Spatial: ``RandAffined`` (rotation up to +-15 deg about each axis, scale +-10 %), applied to a fraction
-of the samples; intensity: ``RandScaleIntensityd``, ``RandShiftIntensityd``, ``RandGaussianNoised``.
-No flips: mirroring would swap left/right classes (kidney_left, pancreas head/tail side).
+of the samples; a left-right mirror (array axis 0 of the RAS cache) of half the samples; intensity:
+``RandScaleIntensityd``, ``RandShiftIntensityd``, ``RandGaussianNoised``.
+
+The mirror is what stops a network trained on few masks from learning "tumors are on the side they
+were on in the training CTs" (seen on the demo: a kidney-tumor channel that fired only in right
+kidneys). Mirrored samples swap the channels of left/right pairs (``kidney_left`` <-> ``kidney_right``)
+and make channels defined by the patient's side (pancreas head/body/tail, liver segments) unknown.
 
 The binary target channels (label, unknown, region, valid) are bit-packed, 24 per float32 channel (exact
 integers), so one nearest-neighbour resampling moves all of them: ~17x less work than resampling each.
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from rsuper.anatomy.labels import mirror_channel_map
 
 BITS = 24  # integers below 2**24 are exact in float32
 
@@ -47,6 +54,8 @@ class PatchAugmentation:
     """Seeded MONAI augmentation of one patch (see module doc).
 
     Args:
+        class_names: output channels (C); needed for the mirror (pairs to swap, side-defined channels).
+        mirror_prob: share of samples mirrored left-right (0 without ``class_names``).
         spatial_prob: share of samples that get a rotation/zoom.
         intensity_prob: probability of each intensity transform.
         rotate_rad: maximum rotation about each axis (radians).
@@ -54,7 +63,13 @@ class PatchAugmentation:
     """
 
     def __init__(
-        self, spatial_prob: float = 0.2, intensity_prob: float = 0.15, rotate_rad: float = 0.26, scale: float = 0.1
+        self,
+        class_names: list[str] | None = None,
+        mirror_prob: float = 0.5,
+        spatial_prob: float = 0.2,
+        intensity_prob: float = 0.15,
+        rotate_rad: float = 0.26,
+        scale: float = 0.1,
     ) -> None:
         # MONAI is imported here: its import takes seconds and runs without augmentation do not need it.
         from monai.transforms import (
@@ -66,6 +81,8 @@ class PatchAugmentation:
         )
 
         self.spatial_prob = spatial_prob
+        self.mirror_prob = mirror_prob if class_names else 0.0
+        self.mirror_source, self.side_defined = mirror_channel_map(list(class_names or []))
         self.spatial = RandAffined(
             keys=["image", "packed"],
             prob=1.0,
@@ -105,6 +122,18 @@ class PatchAugmentation:
                 spatial = bool(after.any()) and (not _touches_border(after) or _touches_border(keep))
             if spatial:
                 image, targets = convert_to_tensor(out["image"], track_meta=False).float(), moved[:n]
+        if rng.random() < self.mirror_prob:
+            image, targets = self._mirror(image, targets)
         self.intensity.set_random_state(seed=int(rng.integers(2**32)))
         image = convert_to_tensor(self.intensity({"image": image})["image"], track_meta=False).float()
         return image, targets, spatial
+
+    def _mirror(self, image: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-right mirror (axis 0 of X, Y, Z); targets = (label, unknown, region) x C + valid."""
+        c = len(self.mirror_source)
+        image, targets = torch.flip(image, dims=[1]), torch.flip(targets, dims=[1])
+        order = [block * c + s for block in range(3) for s in self.mirror_source] + list(range(3 * c, targets.shape[0]))
+        targets = targets[order]
+        for i in self.side_defined:
+            targets[c + i] = 1
+        return image, targets

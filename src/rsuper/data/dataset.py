@@ -123,7 +123,7 @@ class TrainingDataset(Dataset):
         self.report_random_crop_prob = report_random_crop_prob
         self.tumor_classes = [labels.lesion_class(o) for o in target_organs]
         self.organ_classes = [c for o in target_organs for c in labels.ORGAN_MASK_CLASSES[o]]
-        self.augmentation = PatchAugmentation() if augment else None
+        self.augmentation = PatchAugmentation(self.class_names) if augment else None
         self._loaded: dict[str, tuple[Any, CaseIndex]] = {}  # per worker process
 
     def __len__(self) -> int:

@@ -4,7 +4,8 @@ Pipeline per CT (METHOD.md §7):
   load -> canonical RAS -> resample to the checkpoint spacing (linear) -> ``normalize_ct`` ->
   MONAI ``sliding_window_inference`` (roi = checkpoint patch size, overlap 0.5, Gaussian weighting,
   final logits only) -> optional flip test-time augmentation (mean of the sigmoid over the 8 mirror
-  combinations of the 3 axes) -> sigmoid -> lesion channels multiplied by their organ mask (organ
+  combinations of the 3 axes; left-right flips swap left/right channels back and are left out of the
+  side-defined channels such as pancreas parts) -> sigmoid -> lesion channels multiplied by their organ mask (organ
   probability >= 0.5, union of ``labels.ORGAN_MASK_CLASSES[organ]``, e.g. kidney = left ∪ right; the
   organ's sub-segments when the organ itself is not an output) dilated by 3 mm -> per class: linear
   resampling of the probability straight onto the input CT grid (affine to affine, so orientation and
@@ -151,6 +152,11 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, options: Pred
     window = infer_logits_fn(predictor.model)
     total: torch.Tensor | None = None
     flips = list(_flip_sets(options.tta))
+    # A flip of axis 2 (left-right in the RAS cache) swaps left/right channels back and gives nothing to
+    # side-defined channels (pancreas parts, liver segments): they average over the other flips only.
+    source, side_defined = labels.mirror_channel_map(predictor.class_names)
+    counts = torch.full((len(source),), float(len(flips)), device=dev)
+    counts[side_defined] = float(sum(2 not in dims for dims in flips))
     for dims in flips:
         xin = torch.flip(x, dims) if dims else x
         with torch.autocast(device_type=dev.type, enabled=dev.type == "cuda"):
@@ -161,10 +167,13 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, options: Pred
         del logits
         if dims:
             prob = torch.flip(prob, dims)
+        if 2 in dims:
+            prob = prob[:, source]
+            prob[:, side_defined] = 0.0
         total = prob if total is None else total.add_(prob)
         del prob
     assert total is not None
-    probs = (total / len(flips))[0].to("cpu", torch.float16).numpy()
+    probs = (total / counts.view(1, -1, 1, 1, 1))[0].to("cpu", torch.float16).numpy()
     if probs.shape[0] != len(predictor.class_names):
         raise ValueError(f"model outputs {probs.shape[0]} channels but the checkpoint lists "
                          f"{len(predictor.class_names)} class names")
