@@ -236,3 +236,12 @@ def test_mask_split_can_be_tumor_enriched(tmp_path):
     other = generate_dataset(tmp_path / "b", n_mask=0, n_report=3, n_test=3, spacing_mm=8.0, seed=5,
                              healthy_fraction=1.0, mask_healthy_fraction=0.0)
     assert other["healthy_cases"] == 6 and other["tumors"] == 0
+
+
+def test_masks_split_can_come_from_another_site(tmp_path):
+    generate_dataset(tmp_path, n_mask=3, n_report=3, n_test=0, spacing_mm=8.0, seed=2,
+                     phase_weights=(0.0, 0.0, 1.0), mask_phase_weights=(1.0, 0.0, 0.0))
+    reports = pd.read_csv(tmp_path / "reports.csv").set_index("split")["Report"]
+    assert all("portal venous" in text for text in reports.loc[["masks"]])
+    assert all("contrast" in text.lower() and "portal" not in text and "arterial" not in text
+               for text in reports.loc[["reports"]])

@@ -47,18 +47,22 @@ class DemoPlan:
 
     out: Path
     seed: int = 0
-    n_mask: int = 6
+    n_mask: int = 8
     n_report: int = 60
-    n_test: int = 24
+    n_test: int = 60
     spacing_mm: float = 4.0
-    tumor_contrast_hu: float = -60.0
-    noise_sd_hu: tuple[float, float] = (10.0, 25.0)
+    tumor_contrast_hu: float = -90.0
+    noise_sd_hu: tuple[float, float] = (5.0, 15.0)
+    # "Two sites", as in R-Super's public demo (PanTS masks, Merlin reports and tests): the few mask CTs
+    # are tumor-enriched and all portal-venous; report and test CTs mix portal, arterial and non-contrast.
     mask_healthy_fraction: float = 0.0
+    mask_phase_weights: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    phase_weights: tuple[float, float, float] = (0.4, 0.3, 0.3)
     model: str = "dynunet_small"
     patch_size: tuple[int, int, int] = (48, 48, 48)
     batch_size: int = 2
-    stage1_steps: int = 600
-    stage2_steps: int = 300
+    stage1_steps: int = 800
+    stage2_steps: int = 400
     lr: float = 3e-3
     # Short CPU budget: stage 2 keeps the stage-1 learning rate (METHOD: x0.1 for long runs) in both arms.
     stage2_lr_factor: float = 1.0
@@ -112,7 +116,8 @@ def _generate(plan: DemoPlan, log: Log) -> Path:
     log(f"phantoms: {plan.n_mask} mask, {plan.n_report} report and {plan.n_test} test cases at {plan.spacing_mm} mm")
     generate_dataset(data, n_mask=plan.n_mask, n_report=plan.n_report, n_test=plan.n_test,
                      spacing_mm=plan.spacing_mm, seed=plan.seed, tumor_contrast_hu=plan.tumor_contrast_hu,
-                     noise_sd_hu=plan.noise_sd_hu, mask_healthy_fraction=plan.mask_healthy_fraction)
+                     noise_sd_hu=plan.noise_sd_hu, mask_healthy_fraction=plan.mask_healthy_fraction,
+                     phase_weights=plan.phase_weights, mask_phase_weights=plan.mask_phase_weights)
     return data
 
 

@@ -49,6 +49,7 @@ class AnatomySettings:
     tumor_edge_mm: float = 1.5
     tumor_heterogeneity_hu: float = 8.0
     pancreas_split: tuple[float, float] = (0.3, 0.7)
+    phase_weights: tuple[float, float, float] = (0.7, 0.15, 0.15)  # portal venous, arterial, non-contrast
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -247,7 +248,8 @@ def generate_anatomy(rng: np.random.Generator, settings: AnatomySettings, plans:
     img[cavity] = -90.0 + 8.0 * _smooth_field(rng, shape, 6, 1.0)[cavity]
 
     # Hard structures: spine, paraspinal muscles, aorta, IVC (they carve organs).
-    phase = rng.choice(["portal venous", "arterial", "non-contrast"], p=[0.7, 0.15, 0.15])
+    weights = np.asarray(settings.phase_weights, dtype=float)
+    phase = rng.choice(["portal venous", "arterial", "non-contrast"], p=weights / weights.sum())
     findings["phase"] = str(phase)
     enh = {"portal venous": 1.0, "arterial": 0.75, "non-contrast": 0.0}[str(phase)]
     spine_c = np.array([0.0, -b + fat + muscle + 22.0], dtype=np.float32)

@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class PhantomSettings:
     organ_weights: dict[str, float] = field(default_factory=lambda: {"pancreas": 0.4, "kidney": 0.3, "liver": 0.3})
     healthy_fraction: float = 0.45
     mask_healthy_fraction: float | None = None  # masks split; None = healthy_fraction
+    mask_phase_weights: tuple[float, float, float] | None = None  # masks split; None = anatomy.phase_weights
     max_tumors: int = 3
     lps_fraction: float = 0.0
 
@@ -134,7 +135,10 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
     )
     cid = case_id(index)
-    ph = generate_anatomy(anatomy_rng, settings.anatomy, plan_tumors(plan_rng, settings, split))
+    anatomy = settings.anatomy
+    if split == "masks" and settings.mask_phase_weights is not None:
+        anatomy = replace(anatomy, phase_weights=settings.mask_phase_weights)
+    ph = generate_anatomy(anatomy_rng, anatomy, plan_tumors(plan_rng, settings, split))
     lps = bool(orient_rng.random() < settings.lps_fraction)
     _write_case(ph, root, cid, split, lps)
     report_tumors = [
@@ -198,6 +202,8 @@ def generate_dataset(
     tumor_diameter_mm: dict[str, tuple[float, float]] | None = None,
     healthy_fraction: float = 0.45,
     mask_healthy_fraction: float | None = None,
+    phase_weights: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    mask_phase_weights: tuple[float, float, float] | None = None,
     max_tumors: int = 3,
     lps_fraction: float = 0.0,
     workers: int = 1,
@@ -208,7 +214,9 @@ def generate_dataset(
     Difficulty knobs: `tumor_contrast_hu` (mean tumor - organ HU, negative = hypodense) +/- uniform
     `tumor_contrast_spread_hu`; `noise_sd_hu` (range of per-case noise SD); `tumor_diameter_mm`
     (per organ (min, max) largest diameter); `healthy_fraction`; `mask_healthy_fraction` (the masks split;
-    annotated datasets are usually tumor-enriched; None = `healthy_fraction`); `max_tumors` per case.
+    annotated datasets are usually tumor-enriched; None = `healthy_fraction`); `max_tumors` per case;
+    `phase_weights` (portal venous, arterial, non-contrast) and `mask_phase_weights` for the masks split
+    alone (None = the same): masks from one site and reports/tests from another, as in R-Super's demo.
     `lps_fraction` of the cases are written in LPS orientation (same world geometry).
     `progress` is called with each finished case id. A previous phantom dataset in `out_dir` is replaced;
     any other non-empty folder raises ``FileExistsError``.
@@ -223,8 +231,10 @@ def generate_dataset(
             fov_mm=tuple(float(f) for f in fov_mm), spacing_mm=spacing,  # type: ignore[arg-type]
             noise_sd_hu=tuple(noise_sd_hu), tumor_contrast_hu=tumor_contrast_hu,  # type: ignore[arg-type]
             tumor_contrast_spread_hu=tumor_contrast_spread_hu,
+            phase_weights=tuple(float(w) for w in phase_weights),  # type: ignore[arg-type]
         ),
         tumor_diameter_mm=diameters, healthy_fraction=healthy_fraction, mask_healthy_fraction=mask_healthy_fraction,
+        mask_phase_weights=None if mask_phase_weights is None else tuple(float(w) for w in mask_phase_weights),
         max_tumors=max_tumors,
         lps_fraction=lps_fraction,
     )
