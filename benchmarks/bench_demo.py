@@ -24,7 +24,7 @@ def run_seed(root: Path, seed: int, extra: list[str]) -> tuple[pd.DataFrame, flo
     """Runs (or resumes) one demo; returns its headline table and the wall time in s."""
     out = root / f"seed{seed}"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rsuper.cli", "demo", "--out", str(out), "--seed", str(seed), *extra],
+    subprocess.run([sys.executable, "-m", "rsuper", "demo", "--out", str(out), "--seed", str(seed), *extra],
                    check=True)
     table = pd.DataFrame(json.loads((out / "summary.json").read_text()))
     table["seed"] = seed
