@@ -143,7 +143,7 @@ def _organs(data: Path, out: Path, log: Log) -> Path:
 
 def _train_all(plan: DemoPlan, log: Log) -> dict[str, Path]:
     runs = plan.out / "runs"
-    stage1 = _train_once(plan.train_config("stage1", 1, plan.stage1_steps, None, 0.5), log)
+    stage1 = _train_once(plan.train_config("stage1", 1, plan.stage1_steps, None, 0.0), log)  # masks only
     configs = {name: plan.train_config(name, 2, plan.stage2_steps, stage1, fraction)
                for name, fraction in zip(MODEL_NAMES, (0.0, 0.5))}
     if plan.parallel_stage2:
