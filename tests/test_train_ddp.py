@@ -57,3 +57,15 @@ def test_two_process_gloo_ddp_saves_one_checkpoint(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.suffix == ".pt") == ["final.pt", "last.pt"]
     rows = (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 4  # header + one row per step, written once (rank 0 only)
+
+
+def test_stray_rank_without_world_size_is_a_clear_error(monkeypatch):
+    """RANK=1 alone (no torchrun) would make a single process a non-main rank that never saves."""
+    from rsuper.train.distributed import setup_distributed
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match="RANK=1 but WORLD_SIZE=1"):
+        setup_distributed("cpu")
+    monkeypatch.setenv("RANK", "0")
+    assert setup_distributed("cpu").world_size == 1

@@ -56,6 +56,12 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not 0 <= rank < world_size:
+        # A stray RANK without WORLD_SIZE would make this process a non-main rank that never saves.
+        raise ValueError(
+            f"environment has RANK={rank} but WORLD_SIZE={world_size}: launch several processes with torchrun "
+            "(it sets both), or unset RANK for a single-process run"
+        )
     resolved = resolve_device(device, local_rank)
     owns = False
     if world_size > 1 and not dist.is_initialized():
