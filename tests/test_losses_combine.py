@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rsuper.losses.segmentation import masked_bce_dice
 from rsuper.losses import (
     MaskedSegmentationLoss,
     ReportSupervisedLoss,
@@ -42,6 +43,31 @@ def test_segmentation_loss_is_bce_plus_dice_on_known_voxels() -> None:
     loss.backward()
     assert float(logits.grad[0, 0, :4].abs().max()) == 0.0
     assert float(logits.grad[0, 0, 8:].abs().min()) > 0.0
+
+
+def test_pooled_lesion_dice_makes_a_healthy_organ_false_positive_costly() -> None:
+    """Sample 0 has a tumor in lesion channel 0; sample 1 a false positive in lesion channel 1 (no tumor)."""
+    logits = torch.full((2, 8, 32, 32, 32), -10.0)  # ~260k voxels per sample, as in a small training patch
+    target = torch.zeros_like(logits)
+    target[0, 0, 4:8, 4:8, 4:8] = 1
+    logits[0, 0, 4:8, 4:8, 4:8] = 2.0
+    logits[1, 1, 10:12, 10:12, 10:12] = 3.0  # a confident false positive in a healthy organ
+    known = torch.ones_like(logits)
+
+    def fp_grad(pooled):
+        z = logits.clone().requires_grad_(True)
+        masked_bce_dice(z, target, known, pooled).backward()
+        return float(z.grad[1, 1, 10, 10, 10])
+
+    plain, pooled = fp_grad(None), fp_grad([0, 1])
+    assert plain > 0 and pooled > 20 * plain  # the voxel-mean BCE alone barely pushes it down
+    assert fp_grad([1]) == pytest.approx(plain)  # no positive among the pooled channels: no extra term
+    with torch.no_grad():
+        extra = masked_bce_dice(logits, target, known, [0, 1]) - masked_bce_dice(logits, target, known)
+    p = torch.sigmoid(logits)
+    dice0 = 1 - 2 * (p[:, 0] * target[:, 0]).sum() / (p[:, 0].sum() + target[:, 0].sum())
+    pooled_dice = 1 - 2 * (p[:, :2] * target[:, :2]).sum() / (p[:, :2].sum() + target[:, :2].sum())
+    assert float(extra) == pytest.approx(float(pooled_dice - dice0) / 2, rel=1e-4)  # mean of the 2 Dice terms
 
 
 def _batch(dtype: torch.dtype = torch.float32):
@@ -86,6 +112,19 @@ def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     assert float(out["total"]) == pytest.approx(float(expected), rel=1e-6)
     stage1 = ReportSupervisedLoss(ISO, report_weight=0.0)(final, aux, batch)
     assert float(stage1["ball"]) == 0.0 and float(stage1["volume"]) == 0.0
+
+
+def test_term_weights_ablate_the_ball_or_the_volume_loss() -> None:
+    final, aux, batch = _batch()
+    full = ReportSupervisedLoss(ISO, report_weight=0.1)(final.detach(), aux.detach(), batch)
+    no_ball = ReportSupervisedLoss(ISO, report_weight=0.1, ball_weight=0.0)(final, aux, batch)
+    seg = 0.5 * full["seg_final"] + 0.5 * full["seg_aux"]
+    assert float(no_ball["ball"]) == pytest.approx(float(full["ball"])) and float(full["ball"]) > 0  # still reported
+    assert float(no_ball["total"]) == pytest.approx(float(seg + 0.05 * full["volume"]), rel=1e-6)
+    no_ball["total"].backward()
+    assert float(final.grad[0, 2, 17, 17, 17]) == 0.0  # the region of the final output: only the Ball Loss
+    no_volume = ReportSupervisedLoss(ISO, report_weight=0.1, volume_weight=0.0)(final.detach(), aux, batch)
+    assert float(no_volume["total"]) == pytest.approx(float(seg + 0.05 * full["ball"]), rel=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

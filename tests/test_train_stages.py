@@ -79,3 +79,19 @@ def test_stage1_then_stage2_lower_the_loss(data):
     before = _fixed_loss(probe, load_checkpoint(final1)["state_dict"])
     after = _fixed_loss(probe, load_checkpoint(final2)["state_dict"])
     assert after < before
+
+
+def test_report_loss_options_reach_the_loss(data):
+    """The METHOD.md §5 options of a run file (tau, m, positives rule, rank weights, term weights) are used."""
+    final1 = data / "s1" / "final.pt"
+    if not final1.is_file():
+        final1 = train(_config(data, "s1"), show_progress=False)
+    options = dict(volume_tolerance=0.2, ball_margin=0.1, ball_volume_mode="rsuper_code", ball_rank_weighted=True,
+                   ball_weight=0.0, volume_weight=2.0)
+    cfg = _config(data, "s2_options", stage=2, init=final1, tumors=data / "tumors.csv", **options)
+    loss_fn = Trainer(cfg, DistributedContext()).loss_fn
+    assert (loss_fn.tolerance, loss_fn.margin) == (0.2, 0.1)
+    assert (loss_fn.volume_mode, loss_fn.rank_weighted) == ("rsuper_code", True)
+    assert (loss_fn.ball_weight, loss_fn.volume_weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
+    with pytest.raises(ValueError, match="ball_volume_mode"):
+        _config(data, "bad", ball_volume_mode="sphere")

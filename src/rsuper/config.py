@@ -84,6 +84,18 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     ema_decay: float = Field(0.99, ge=0, lt=1)
     report_weight: float = Field(0.1, ge=0, description="lambda of the report losses in stage 2")
+    # Report losses (METHOD.md §5); the defaults are the paper's.
+    volume_tolerance: float = Field(0.1, ge=0, lt=1, description="tau of the Volume Loss (R-Super's code: 0.2)")
+    ball_margin: float = Field(0.2, ge=0, lt=1, description="m of the Ball Loss")
+    ball_volume_mode: Literal["report", "rsuper_code"] = Field(
+        "report", description="Ball Loss positives from the reported volume, or R-Super code's largest-diameter ball"
+    )
+    ball_rank_weighted: bool = Field(False, description="rank-weighted BCE on the Ball Loss positives")
+    ball_weight: float = Field(1.0, ge=0, description="multiplier of the Ball Loss inside lambda (0 = ablate it)")
+    volume_weight: float = Field(1.0, ge=0, description="multiplier of the Volume Loss inside lambda (0 = ablate it)")
+    lesion_pooled_dice: bool = Field(
+        False, description="extra Dice over all lesion channels together: healthy organs' false positives count"
+    )
     bias_init: bool = Field(True, description="output biases = log-odds of channel foreground fraction")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision (GPU only)")
     # Runtime.

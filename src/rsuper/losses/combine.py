@@ -17,7 +17,7 @@ BATCH_KEYS = ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameter
 
 
 class ReportSupervisedLoss(nn.Module):
-    """``total = 0.5 Seg(final) + 0.5 Seg(aux) + report_weight * 0.5 * (Ball(final) + Vol(aux))``.
+    """``total = 0.5 Seg(final) + 0.5 Seg(aux) + report_weight * 0.5 * (wb Ball(final) + wv Vol(aux))``.
 
     The paper's default: Ball Loss on the final output, Volume Loss on the deep-supervision output.
     Known voxels and the dilated region are computed once per call and shared by all terms.
@@ -32,6 +32,9 @@ class ReportSupervisedLoss(nn.Module):
         lesion_channels: lesion channels that get a background BCE from the Ball Loss in samples without a
             region (label positives excluded); ``None``: such samples get no Ball Loss.
         E: Volume Loss stabiliser, mm^3.
+        ball_weight, volume_weight: wb and wv, 1 in the paper; 0 ablates a term (it is still reported).
+        pooled_dice_channels: channels that get one more, joint Dice term in the segmentation loss (see
+            :func:`masked_bce_dice`); ``None``: the paper's per-channel Dice only.
 
     Call: ``loss_fn(final_logits, aux_logits, batch)`` with logits (B, C, X, Y, Z) (float32 or bfloat16)
     and ``batch`` holding ``label``, ``unknown``, ``region`` (B, C, X, Y, Z) and ``tumor_volumes_mm3``,
@@ -52,6 +55,9 @@ class ReportSupervisedLoss(nn.Module):
         unknown_dilation_mm: float = UNKNOWN_DILATION_MM,
         region_dilation_mm: float = REGION_DILATION_MM,
         border_dilation_mm: float = BORDER_DILATION_MM,
+        ball_weight: float = 1.0,
+        volume_weight: float = 1.0,
+        pooled_dice_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -65,6 +71,9 @@ class ReportSupervisedLoss(nn.Module):
         self.unknown_dilation_mm = unknown_dilation_mm
         self.region_dilation_mm = region_dilation_mm
         self.border_dilation_mm = border_dilation_mm
+        self.ball_weight = ball_weight
+        self.volume_weight = volume_weight
+        self.pooled_dice_channels = None if pooled_dice_channels is None else list(pooled_dice_channels)
 
     def forward(
         self, final_logits: torch.Tensor, aux_logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
@@ -77,8 +86,8 @@ class ReportSupervisedLoss(nn.Module):
         volumes, diameters = batch["tumor_volumes_mm3"], batch["tumor_diameters_mm"]
 
         known = known_mask(unknown, self.spacing_mm, self.unknown_dilation_mm)
-        seg_final = masked_bce_dice(final_logits, label, known)
-        seg_aux = masked_bce_dice(aux_logits, label, known)
+        seg_final = masked_bce_dice(final_logits, label, known, self.pooled_dice_channels)
+        seg_aux = masked_bce_dice(aux_logits, label, known, self.pooled_dice_channels)
         losses = {"seg_final": seg_final, "seg_aux": seg_aux}
         if self.report_weight > 0:
             dilated = report_region(region, self.spacing_mm, self.region_dilation_mm)
@@ -101,5 +110,6 @@ class ReportSupervisedLoss(nn.Module):
             ball = volume = final_logits.float().sum() * 0.0
         losses["ball"] = ball
         losses["volume"] = volume
-        losses["total"] = 0.5 * seg_final + 0.5 * seg_aux + self.report_weight * 0.5 * (ball + volume)
+        report = self.ball_weight * ball + self.volume_weight * volume
+        losses["total"] = 0.5 * seg_final + 0.5 * seg_aux + self.report_weight * 0.5 * report
         return losses

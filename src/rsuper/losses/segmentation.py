@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +28,9 @@ def known_mask(unknown: torch.Tensor, spacing_mm: Spacing, dilation_mm: float = 
     return (~dilate_mm(unknown, dilation_mm, spacing_mm)).float()
 
 
-def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+def masked_bce_dice(
+    logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, pooled_channels: Sequence[int] | None = None
+) -> torch.Tensor:
     """BCE + soft Dice restricted to ``known`` voxels; all (B, C, X, Y, Z), computed in float32.
 
     Reduction: BCE is the mean over the known voxels of each sample (all channels together), then the
@@ -34,6 +38,10 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, known: torch.Ten
     (sums over the batch and the known voxels) averaged over the channels that have at least one known
     positive voxel; channels without positives are left to the BCE. Voxels with ``known == 0`` get
     exactly zero gradient.
+
+    ``pooled_channels`` (e.g. the lesion channels) adds one more Dice term, over those channels together:
+    a false positive in a channel without positives in the batch (a healthy organ) then costs as much as
+    one next to a true tumor, instead of only its share of the voxel-mean BCE.
     """
     z = logits.float()
     y = target.float()
@@ -54,6 +62,14 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, known: torch.Ten
     denominator = p.sum(dim=dims) + target_sum
     dice = 1.0 - (2.0 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)
     has_positive = target_sum > 0
+    if pooled_channels:
+        channels = list(pooled_channels)
+        pooled_target = target_sum[channels].sum()
+        pooled = 1.0 - (2.0 * intersection[channels].sum() + DICE_SMOOTH) / (
+            p[:, channels].sum() + pooled_target + DICE_SMOOTH
+        )
+        dice = torch.cat([dice, pooled[None]])
+        has_positive = torch.cat([has_positive, (pooled_target > 0)[None]])
     dice_loss = dice[has_positive].mean() if bool(has_positive.any()) else zero
     return bce_loss + dice_loss
 

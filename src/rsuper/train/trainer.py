@@ -153,7 +153,16 @@ class Trainer:
         # healthy report CTs and mask CTs then push false-positive lesions down as strongly as tumor CTs push up.
         lesion_channels = [i for i, name in enumerate(self.class_names) if labels.is_lesion_class(name)]
         self.loss_fn = combine.ReportSupervisedLoss(
-            self.spacing_mm, report_weight=config.effective_report_weight, lesion_channels=lesion_channels
+            self.spacing_mm,
+            report_weight=config.effective_report_weight,
+            tolerance=config.volume_tolerance,
+            margin=config.ball_margin,
+            volume_mode=config.ball_volume_mode,
+            rank_weighted=config.ball_rank_weighted,
+            lesion_channels=lesion_channels,
+            ball_weight=config.ball_weight,
+            volume_weight=config.volume_weight,
+            pooled_dice_channels=lesion_channels if config.lesion_pooled_dice else None,
         )
         self.step = 0
         if resume_payload is not None:
