@@ -20,8 +20,9 @@ import json
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -72,6 +73,8 @@ class DemoPlan:
     volume_threshold_mm3: float = 300.0
     n_bootstrap: int = 200
     parallel_stage2: bool = True
+    # Extra TrainConfig fields of both stage-2 arms, e.g. {"ball_weight": 0.0} (benchmarks/bench_demo_ablation.py).
+    stage2_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def default(cls, out: Path, quick: bool = False, seed: int = 0) -> DemoPlan:
@@ -81,9 +84,20 @@ class DemoPlan:
                        patch_size=(32, 32, 32), n_bootstrap=50)
         return cls(out=out, seed=seed)
 
+    @classmethod
+    def load(cls, path: Path) -> DemoPlan:
+        """The plan a demo wrote to ``OUT/demo_plan.json`` (lists back to tuples, ``out`` to a Path)."""
+        raw = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown demo plan fields {unknown}; was it written by another rsuper version?")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        return cls(**{**values, "out": Path(raw["out"])})
+
     def train_config(self, name: str, stage: int, steps: int, init: Path | None, report_fraction: float) -> TrainConfig:
-        """The TrainConfig of one demo training run."""
-        return TrainConfig(
+        """The TrainConfig of one demo training run (stage 2: with ``stage2_options``)."""
+        config = TrainConfig(
             cache=self.out / "cache", tumors=self.out / "extract" / "tumors.csv", out=self.out / "runs" / name,
             stage=stage, init=init, target_organs=list(self.target_organs), model=self.model,
             patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
@@ -93,6 +107,9 @@ class DemoPlan:
                              "random": (1 - self.tumor_crop_prob) / 2},
             checkpoint_every=max(10, steps // 4), log_every=max(1, min(10, steps // 10)), device="cpu",
         )
+        if stage == 2 and self.stage2_options:
+            config = TrainConfig(**{**config.model_dump(), **self.stage2_options})
+        return config
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""Re-run the stage-2 arms of a finished `rsuper demo` with other training options; same data and stage 1.
+
+The new folder links the base demo's data, extraction, organ masks and cache (hard links where possible, else
+copies; the base is never modified) and copies its stage-1 run, so only stage 2, prediction and evaluation
+run again. ``--set KEY=VALUE`` sets a TrainConfig field of both stage-2 arms (VALUE is JSON):
+``report_weight``, ``ball_weight``, ``volume_weight``, ``lesion_pooled_dice``, ``volume_tolerance``, ...
+
+``--reuse-masks-only`` also copies the base masks-only arm and its predictions and retrains R-Super alone
+(half the time). It is exact only for options that the masks-only arm does not use: ``report_weight`` and
+``ball_weight`` also scale the Ball Loss background term that mask samples get, so say so when you use it.
+
+Example:
+    python benchmarks/bench_demo_ablation.py demo_out /tmp/no_ball --set ball_weight=0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+from rsuper.demo import DemoPlan, run_demo
+
+SHARED = ("data", "extract", "organs", "cache")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def fork_demo(base: Path, out: Path, reuse_masks_only: bool) -> None:
+    """Creates ``out`` with the base demo's inputs and stage-1 run (and masks-only arm when asked)."""
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose a new folder (a fork never overwrites results)")
+    for name in SHARED:
+        shutil.copytree(base / name, out / name, copy_function=_link_or_copy)
+    shutil.copy2(base / "reports_train.csv", out / "reports_train.csv")
+    shutil.copytree(base / "runs" / "stage1", out / "runs" / "stage1")
+    if reuse_masks_only:
+        shutil.copytree(base / "runs" / "masks-only", out / "runs" / "masks-only")
+        shutil.copytree(base / "predictions" / "masks-only", out / "predictions" / "masks-only")
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", type=Path, help="a finished `rsuper demo --out` folder")
+    parser.add_argument("out", type=Path, help="new folder for the re-run")
+    parser.add_argument("--set", dest="options", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--reuse-masks-only", action="store_true", help="retrain R-Super only (see above)")
+    args = parser.parse_args()
+    base_plan = DemoPlan.load(args.base / "demo_plan.json")
+    if not (args.base / "runs" / "stage1" / "final.pt").is_file():
+        parser.error(f"{args.base} has no finished stage 1; run `rsuper demo --out {args.base}` first")
+    fork_demo(args.base, args.out, args.reuse_masks_only)
+    plan = dataclasses.replace(base_plan, out=args.out, stage2_options={**base_plan.stage2_options, **dict(args.options)},
+                               parallel_stage2=not args.reuse_masks_only)
+    result = run_demo(plan)
+    print(result.summary.round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

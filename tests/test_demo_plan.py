@@ -1,0 +1,40 @@
+"""DemoPlan: the plan file round trip and the stage-2 options (no training here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from rsuper.demo import DemoPlan
+
+
+def _write(plan: DemoPlan, path: Path) -> Path:
+    path.write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(plan).items()}))
+    return path
+
+
+def test_plan_file_round_trip(tmp_path):
+    plan = DemoPlan.default(tmp_path / "demo", seed=3)
+    plan.stage2_options = {"ball_weight": 0.0}
+    assert DemoPlan.load(_write(plan, tmp_path / "plan.json")) == plan
+
+
+def test_plan_file_with_unknown_field_is_a_clear_error(tmp_path):
+    path = _write(DemoPlan.default(tmp_path), tmp_path / "plan.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "n_masks": 3}))
+    with pytest.raises(ValueError, match="unknown demo plan fields \\['n_masks'\\]"):
+        DemoPlan.load(path)
+
+
+def test_stage2_options_reach_both_stage2_arms_only(tmp_path):
+    plan = DemoPlan(out=tmp_path, stage2_options={"ball_weight": 0.0, "lesion_pooled_dice": True})
+    stage1 = plan.train_config("stage1", 1, 10, None, 0.0)
+    arm = plan.train_config("R-Super", 2, 10, tmp_path / "stage1.pt", 0.5)
+    assert (stage1.ball_weight, stage1.lesion_pooled_dice) == (1.0, False)
+    assert (arm.ball_weight, arm.lesion_pooled_dice, arm.report_fraction) == (0.0, True, 0.5)
+    with pytest.raises(ValidationError, match="bal_weight"):
+        DemoPlan(out=tmp_path, stage2_options={"bal_weight": 0.0}).train_config("R-Super", 2, 10, tmp_path, 0.5)
