@@ -3,7 +3,8 @@
 The new folder links the base demo's data, extraction, organ masks and cache (hard links where possible, else
 copies; the base is never modified) and copies its stage-1 run, so only stage 2, prediction and evaluation
 run again. ``--set KEY=VALUE`` sets a TrainConfig field of both stage-2 arms (VALUE is JSON):
-``report_weight``, ``ball_weight``, ``volume_weight``, ``lesion_pooled_dice``, ``volume_tolerance``, ...
+``ball_weight``, ``volume_weight``, ``lesion_pooled_dice``, ``volume_tolerance``, ..., or one of the demo plan
+fields that only act after stage 1 (``stage2_steps``, ``report_weight``, ``volume_threshold_mm3``).
 
 ``--reuse-masks-only`` also copies the base masks-only arm and its predictions and retrains R-Super alone
 (half the time). It is exact only for options that the masks-only arm does not use: ``report_weight`` and
@@ -25,6 +26,7 @@ from pathlib import Path
 from rsuper.demo import DemoPlan, run_demo
 
 SHARED = ("data", "extract", "organs", "cache")
+STAGE2_PLAN_FIELDS = ("stage2_steps", "report_weight", "volume_threshold_mm3", "stage2_lr_factor")
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -68,8 +70,10 @@ def main() -> None:
     if not (args.base / "runs" / "stage1" / "final.pt").is_file():
         parser.error(f"{args.base} has no finished stage 1; run `rsuper demo --out {args.base}` first")
     fork_demo(args.base, args.out, args.reuse_masks_only)
-    plan = dataclasses.replace(base_plan, out=args.out, stage2_options={**base_plan.stage2_options, **dict(args.options)},
-                               parallel_stage2=not args.reuse_masks_only)
+    options = dict(args.options)
+    plan_fields = {k: options.pop(k) for k in STAGE2_PLAN_FIELDS if k in options}
+    plan = dataclasses.replace(base_plan, out=args.out, stage2_options={**base_plan.stage2_options, **options},
+                               parallel_stage2=not args.reuse_masks_only, **plan_fields)
     result = run_demo(plan)
     print(result.summary.round(3).to_string(index=False))
 
