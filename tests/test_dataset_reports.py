@@ -199,6 +199,11 @@ def test_augmentation_never_cuts_the_group(report_data):
         assert not any(region.take(i, axis=a).any() for a in range(3) for i in (0, -1)) or not choice["augmented"]
         assert sample["image"].dtype == torch.float32 and sample["unknown"].dtype == torch.uint8
     assert augmented > 0
+    never = TrainingDataset(plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
+        report_random_crop_prob=0.0, mirror_prob=0.0,
+    )
+    mirrored = [json.loads(ds[(1, index, seed)]["choice"])["mirrored"] for seed in range(8)]
+    assert any(mirrored) and not any(json.loads(never[(1, index, seed)]["choice"])["mirrored"] for seed in range(8))
 
 
 def test_bit_packing_round_trip():

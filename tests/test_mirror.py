@@ -34,7 +34,8 @@ def test_mirrored_sample_swaps_pairs_and_hides_side_defined_channels():
     c = len(CLASSES)
     aug = PatchAugmentation(CLASSES, mirror_prob=1.0, spatial_prob=0.0, intensity_prob=0.0)
     image, targets = _sample()
-    out_image, out, _ = aug(image.clone(), targets.clone(), seed=3)
+    out_image, out, _, mirrored = aug(image.clone(), targets.clone(), seed=3)
+    assert mirrored
     torch.testing.assert_close(out_image, image.flip(1))
     flipped = targets.flip(1)
     for block in (0, 1, 2):  # label, unknown, region

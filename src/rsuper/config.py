@@ -73,7 +73,8 @@ class TrainConfig(BaseModel):
     patch_size: tuple[int, int, int] = Field((128, 128, 128), description="patch in voxels (x, y, z)")
     batch_size: int = Field(2, ge=1, description="samples per process; effective = batch_size x world size")
     workers: int = Field(2, ge=0, description="DataLoader workers per process")
-    augment: bool = Field(True, description="MONAI spatial + intensity augmentation")
+    augment: bool = Field(True, description="MONAI spatial + intensity augmentation and the left-right mirror")
+    mirror_prob: float = Field(0.5, ge=0, le=1, description="share of augmented patches mirrored left-right")
     # Optimisation (METHOD.md §6).
     steps: int = Field(1000, ge=1, description="optimiser steps of this stage")
     lr: float = Field(3e-4, gt=0, description="peak learning rate of stage 1 (per process batch; not scaled)")

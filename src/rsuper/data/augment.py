@@ -18,7 +18,7 @@ Every random decision comes from ``seed``, so a sample is reproducible.
 
 Example:
     >>> aug = PatchAugmentation()
-    >>> image, targets, spatial = aug(image, targets, seed=7, keep=region_union)
+    >>> image, targets, spatial, mirrored = aug(image, targets, seed=7, keep=region_union)
 """
 
 from __future__ import annotations
@@ -101,11 +101,11 @@ class PatchAugmentation:
 
     def __call__(
         self, image: torch.Tensor, targets: torch.Tensor, seed: int, keep: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    ) -> tuple[torch.Tensor, torch.Tensor, bool, bool]:
         """Augments ``image`` (1, X, Y, Z) float32 and ``targets`` (N, X, Y, Z) uint8 (last channel = valid).
 
         ``keep`` (X, Y, Z) marks voxels that must stay inside the patch (the chosen group), or None.
-        Returns ``(image, targets, spatial_applied)``.
+        Returns ``(image, targets, spatial_applied, mirrored)``.
         """
         from monai.utils import convert_to_tensor
 
@@ -122,11 +122,12 @@ class PatchAugmentation:
                 spatial = bool(after.any()) and (not _touches_border(after) or _touches_border(keep))
             if spatial:
                 image, targets = convert_to_tensor(out["image"], track_meta=False).float(), moved[:n]
-        if rng.random() < self.mirror_prob:
+        mirrored = bool(rng.random() < self.mirror_prob)
+        if mirrored:
             image, targets = self._mirror(image, targets)
         self.intensity.set_random_state(seed=int(rng.integers(2**32)))
         image = convert_to_tensor(self.intensity({"image": image})["image"], track_meta=False).float()
-        return image, targets, spatial
+        return image, targets, spatial, mirrored
 
     def _mirror(self, image: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-right mirror (axis 0 of X, Y, Z); targets = (label, unknown, region) x C + valid."""

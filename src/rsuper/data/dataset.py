@@ -9,7 +9,7 @@ with a fixed mask:report mix, different per DDP rank.
 A sample is a dict:
     image (1, X, Y, Z) float32 normalised CT; label, unknown, region (C, X, Y, Z) uint8 (the trainer casts
     them to float); tumor_volumes_mm3, tumor_diameters_mm (T,) float32, 0-padded, largest first;
-    is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented").
+    is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
 
 Example:
     >>> mask_cases, report_cases, skipped = collect_training_cases([mask_cache, report_cache], findings, classes,
@@ -112,6 +112,7 @@ class TrainingDataset(Dataset):
         report_margin_mm: float = 15.0,
         report_random_crop_prob: float = 0.1,
         augment: bool = True,
+        mirror_prob: float = 0.5,
     ) -> None:
         self.cases = (list(mask_cases), list(report_cases))
         self.class_names = list(class_names)
@@ -123,7 +124,7 @@ class TrainingDataset(Dataset):
         self.report_random_crop_prob = report_random_crop_prob
         self.tumor_classes = [labels.lesion_class(o) for o in target_organs]
         self.organ_classes = [c for o in target_organs for c in labels.ORGAN_MASK_CLASSES[o]]
-        self.augmentation = PatchAugmentation(self.class_names) if augment else None
+        self.augmentation = PatchAugmentation(self.class_names, mirror_prob=mirror_prob) if augment else None
         self._loaded: dict[str, tuple[Any, CaseIndex]] = {}  # per worker process
 
     def __len__(self) -> int:
@@ -166,13 +167,13 @@ class TrainingDataset(Dataset):
         diameters = np.zeros(self.max_tumors, np.float32)
         volumes[: len(choice.volumes_mm3)] = choice.volumes_mm3
         diameters[: len(choice.diameters_mm)] = choice.diameters_mm
-        augmented = False
+        augmented = mirrored = False
         image_t = torch.from_numpy(image)[None]
         targets_t = torch.from_numpy(targets)
         c = len(self.class_names)
         if self.augmentation is not None:
             keep = targets_t[2 * c : 3 * c].amax(0) if choice.group is not None else None
-            image_t, targets_t, augmented = self.augmentation(image_t, targets_t, seed, keep)
+            image_t, targets_t, augmented, mirrored = self.augmentation(image_t, targets_t, seed, keep)
         label, unknown, region, valid = targets_t[:c], targets_t[c : 2 * c], targets_t[2 * c : 3 * c], targets_t[-1]
         unknown = torch.maximum(unknown, (1 - valid)[None].expand_as(unknown))
         return {
@@ -184,7 +185,7 @@ class TrainingDataset(Dataset):
             "tumor_diameters_mm": torch.from_numpy(diameters),
             "is_report": bool(case.is_report),
             "case_id": case.case_id,
-            "choice": json.dumps({**json.loads(choice.to_json()), "augmented": augmented}),
+            "choice": json.dumps({**json.loads(choice.to_json()), "augmented": augmented, "mirrored": mirrored}),
         }
 
     def _arrays(self, cached: Any, case: TrainingCase, choice: CropChoice) -> tuple[np.ndarray, np.ndarray]:
