@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from rsuper.demo import DemoPlan
+from rsuper.demo import DemoPlan, exit_with_parent
 
 
 def _write(plan: DemoPlan, path: Path) -> Path:
@@ -38,3 +41,22 @@ def test_stage2_options_reach_both_stage2_arms_only(tmp_path):
     assert (arm.ball_weight, arm.lesion_pooled_dice, arm.report_fraction) == (0.0, True, 0.5)
     with pytest.raises(ValidationError, match="bal_weight"):
         DemoPlan(out=tmp_path, stage2_options={"bal_weight": 0.0}).train_config("R-Super", 2, 10, tmp_path, 0.5)
+
+
+def _orphan_worker(parent_pid: int) -> None:
+    exit_with_parent(parent_pid, interval_s=0.05)
+    time.sleep(60)
+
+
+def test_stage2_worker_exits_when_its_parent_is_gone():
+    """A worker whose recorded parent is not its parent (the demo was killed) stops instead of training on."""
+    process = multiprocessing.get_context("spawn").Process(target=_orphan_worker, args=(-1,))
+    process.start()
+    process.join(timeout=30)
+    assert process.exitcode == 1
+    alive = multiprocessing.get_context("spawn").Process(target=_orphan_worker, args=(os.getpid(),))
+    alive.start()
+    alive.join(timeout=3)
+    assert alive.is_alive()  # its parent is still here
+    alive.terminate()
+    alive.join()

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -194,7 +197,23 @@ class _StepPrinter:
             print(f"  {self.name}: step {step}/{self.steps} {terms}", flush=True)
 
 
-def _train_in_subprocess(config: TrainConfig) -> Path:
+def exit_with_parent(parent_pid: int, interval_s: float = 2.0) -> threading.Thread:
+    """Starts a daemon thread that ends this process once ``parent_pid`` is no longer its parent.
+
+    A worker of a killed demo (``kill PID`` reaches the parent only, unlike Ctrl+C) would otherwise train on.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def _train_in_subprocess(config: TrainConfig, parent_pid: int) -> Path:
+    exit_with_parent(parent_pid)
     torch.set_num_threads(1)
     return _train_once(config, print, show_progress=False)
 
@@ -203,7 +222,7 @@ def _train_in_parallel(configs: dict[str, TrainConfig], log: Log) -> dict[str, P
     """Trains the stage-2 arms side by side, one process and one thread each (2 cores: ~1.6x faster)."""
     log(f"train: {' and '.join(configs)} side by side (stage 2, one process each)")
     with ProcessPoolExecutor(max_workers=len(configs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {name: pool.submit(_train_in_subprocess, config) for name, config in configs.items()}
+        futures = {name: pool.submit(_train_in_subprocess, config, os.getpid()) for name, config in configs.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
