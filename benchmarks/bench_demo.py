@@ -58,11 +58,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results_demo.md"))
     parser.add_argument("--quick", action="store_true", help="smoke-test the script with `rsuper demo --quick`")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="read ROOT/seed<N>/summary.json of finished runs (e.g. bench_demo_ablation.py outputs)")
     args = parser.parse_args()
     extra = ["--quick"] if args.quick else []
     tables, times = [], []
     for seed in args.seeds:
-        table, seconds = run_seed(args.root, seed, extra)
+        if args.summarise_only:
+            table = pd.DataFrame(json.loads((args.root / f"seed{seed}" / "summary.json").read_text()))
+            table["seed"], seconds = seed, float("nan")
+        else:
+            table, seconds = run_seed(args.root, seed, extra)
         tables.append(table)
         times.append(seconds)
     every = pd.concat(tables, ignore_index=True)

@@ -71,3 +71,9 @@ def test_rerun_resumes_without_retraining(demo_out):
     assert result.exit_code == 0, result.output
     assert "reusing" in result.output
     assert final.stat().st_mtime_ns == before
+
+
+def test_rerun_with_another_plan_is_refused(demo_out):
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(demo_out), "--seed", "7"])
+    assert result.exit_code == 2
+    assert "another plan" in result.output and "seed: 0 -> 7" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rsuper.demo import DemoPlan, exit_with_parent
+from rsuper.demo import DemoPlan, check_same_plan, exit_with_parent
 
 
 def _write(plan: DemoPlan, path: Path) -> Path:
@@ -60,3 +61,12 @@ def test_stage2_worker_exits_when_its_parent_is_gone():
     assert alive.is_alive()  # its parent is still here
     alive.terminate()
     alive.join()
+
+
+def test_resuming_with_another_plan_is_a_clear_error(tmp_path):
+    plan = DemoPlan.default(tmp_path, seed=1)
+    check_same_plan(plan)  # nothing there yet
+    _write(plan, tmp_path / "demo_plan.json")
+    check_same_plan(dataclasses.replace(plan, parallel_stage2=False))  # how it runs, not what it computes
+    with pytest.raises(ValueError, match="stage2_steps: 400 -> 1200"):
+        check_same_plan(dataclasses.replace(plan, stage2_steps=1200))

@@ -237,9 +237,27 @@ def _predict(plan: DemoPlan, data: Path, checkpoints: dict[str, Path], log: Log)
     return dirs
 
 
+EXECUTION_ONLY_FIELDS = ("out", "parallel_stage2")
+
+
+def check_same_plan(plan: DemoPlan) -> None:
+    """A demo resumes only with the plan that started it: its finished steps would silently be reused."""
+    path = plan.out / "demo_plan.json"
+    if not path.is_file():
+        return
+    before = DemoPlan.load(path)
+    changed = [f.name for f in fields(DemoPlan)
+               if f.name not in EXECUTION_ONLY_FIELDS and getattr(before, f.name) != getattr(plan, f.name)]
+    if changed:
+        detail = ", ".join(f"{name}: {getattr(before, name)!r} -> {getattr(plan, name)!r}" for name in changed)
+        raise ValueError(f"{plan.out} holds a demo run with another plan ({detail}); its finished steps would be "
+                         "reused. Use a new --out (or delete the folder to start over).")
+
+
 def run_demo(plan: DemoPlan, log: Log = print) -> DemoResult:
     """Runs every step of the demo (resuming finished ones) and returns the comparison."""
     plan.out.mkdir(parents=True, exist_ok=True)
+    check_same_plan(plan)
     write_json_atomic(plan.out / "demo_plan.json", {k: (str(v) if isinstance(v, Path) else v)
                                                     for k, v in asdict(plan).items()})
     data = _generate(plan, log)

@@ -27,10 +27,15 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper demo --out demo_out --quick
         """
-        from rsuper.demo import DemoPlan, run_demo
+        from rsuper.demo import DemoPlan, check_same_plan, run_demo
 
         console = Console()
         plan = DemoPlan.default(out, quick=quick, seed=seed)
+        try:
+            check_same_plan(plan)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
         result = run_demo(plan, log=lambda msg: console.print(f"[bold cyan]demo[/] {msg}"))
         table = Table(title="Test set: masks-only vs R-Super (same data, same steps)")
         for column in result.summary.columns:
