@@ -68,5 +68,5 @@ def test_resuming_with_another_plan_is_a_clear_error(tmp_path):
     check_same_plan(plan)  # nothing there yet
     _write(plan, tmp_path / "demo_plan.json")
     check_same_plan(dataclasses.replace(plan, parallel_stage2=False))  # how it runs, not what it computes
-    with pytest.raises(ValueError, match="stage2_steps: 400 -> 1200"):
-        check_same_plan(dataclasses.replace(plan, stage2_steps=1200))
+    with pytest.raises(ValueError, match="stage2_steps: 1200 -> 400"):
+        check_same_plan(dataclasses.replace(plan, stage2_steps=400))
