@@ -20,15 +20,20 @@ from pathlib import Path
 import pandas as pd
 
 
+def read_seed(root: Path, seed: int) -> pd.DataFrame:
+    """The headline table of a finished demo in ``root/seed<N>``, with a ``seed`` column."""
+    table = pd.DataFrame(json.loads((root / f"seed{seed}" / "summary.json").read_text()))
+    table["seed"] = seed
+    return table
+
+
 def run_seed(root: Path, seed: int, extra: list[str]) -> tuple[pd.DataFrame, float]:
     """Runs (or resumes) one demo; returns its headline table and the wall time in s."""
     out = root / f"seed{seed}"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rsuper", "demo", "--out", str(out), "--seed", str(seed), *extra],
                    check=True)
-    table = pd.DataFrame(json.loads((out / "summary.json").read_text()))
-    table["seed"] = seed
-    return table, time.perf_counter() - start
+    return read_seed(root, seed), time.perf_counter() - start
 
 
 def aggregate(tables: pd.DataFrame) -> pd.DataFrame:
@@ -65,8 +70,7 @@ def main() -> None:
     tables, times = [], []
     for seed in args.seeds:
         if args.summarise_only:
-            table = pd.DataFrame(json.loads((args.root / f"seed{seed}" / "summary.json").read_text()))
-            table["seed"], seconds = seed, float("nan")
+            table, seconds = read_seed(args.root, seed), float("nan")
         else:
             table, seconds = run_seed(args.root, seed, extra)
         tables.append(table)
