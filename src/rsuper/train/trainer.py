@@ -86,7 +86,8 @@ def output_bias_parameters(model: nn.Module, num_classes: int, probe_size: int) 
         m for m in model.modules()
         if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and m.out_channels == num_classes and m.bias is not None
     ]
-    x = torch.zeros(1, model_in_channels(model), probe_size, probe_size, probe_size)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, model_in_channels(model), probe_size, probe_size, probe_size, device=device)
     was_training = model.training
     model.eval()
     heads = []
