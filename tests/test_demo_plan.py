@@ -67,6 +67,6 @@ def test_resuming_with_another_plan_is_a_clear_error(tmp_path):
     plan = DemoPlan.default(tmp_path, seed=1)
     check_same_plan(plan)  # nothing there yet
     _write(plan, tmp_path / "demo_plan.json")
-    check_same_plan(dataclasses.replace(plan, parallel_stage2=False))  # how it runs, not what it computes
+    check_same_plan(dataclasses.replace(plan, parallel_stage2=False, device="cpu"))  # how it runs, not what
     with pytest.raises(ValueError, match="stage2_steps: 1200 -> 400"):
         check_same_plan(dataclasses.replace(plan, stage2_steps=400))

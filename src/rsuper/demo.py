@@ -77,16 +77,18 @@ class DemoPlan:
     volume_threshold_mm3: float = 300.0
     n_bootstrap: int = 200
     parallel_stage2: bool = True
+    # Where training and prediction run ("auto": the GPU when there is one). Changes speed, not the plan.
+    device: str = "auto"
     # Extra TrainConfig fields of both stage-2 arms, e.g. {"ball_weight": 0.0} (benchmarks/bench_demo_ablation.py).
     stage2_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def default(cls, out: Path, quick: bool = False, seed: int = 0) -> DemoPlan:
+    def default(cls, out: Path, quick: bool = False, seed: int = 0, device: str = "auto") -> DemoPlan:
         """The default plan (about 26 min on 2 CPU cores) or the quick smoke-test plan (about 3 min)."""
         if quick:
             return cls(out=out, seed=seed, n_mask=3, n_report=8, n_test=4, stage1_steps=12, stage2_steps=8,
-                       patch_size=(32, 32, 32), n_bootstrap=50)
-        return cls(out=out, seed=seed)
+                       patch_size=(32, 32, 32), n_bootstrap=50, device=device)
+        return cls(out=out, seed=seed, device=device)
 
     @classmethod
     def load(cls, path: Path) -> DemoPlan:
@@ -109,7 +111,7 @@ class DemoPlan:
             warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
             mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
                              "random": (1 - self.tumor_crop_prob) / 2},
-            checkpoint_every=max(10, steps // 4), log_every=max(1, min(10, steps // 10)), device="cpu",
+            checkpoint_every=max(10, steps // 4), log_every=max(1, min(10, steps // 10)), device=self.device,
         )
         if stage == 2 and self.stage2_options:
             config = TrainConfig(**{**config.model_dump(), **self.stage2_options})
@@ -233,12 +235,13 @@ def _predict(plan: DemoPlan, data: Path, checkpoints: dict[str, Path], log: Log)
     for name, checkpoint in checkpoints.items():
         pred = plan.out / "predictions" / name
         log(f"predict: {name} on {len(inputs)} test CTs -> {pred}")
-        predict_cases(Predictor.from_checkpoint(checkpoint), inputs, pred, PredictOptions(save_probabilities=False))
+        predictor = Predictor.from_checkpoint(checkpoint, device=plan.device)
+        predict_cases(predictor, inputs, pred, PredictOptions(save_probabilities=False))
         dirs[name] = pred
     return dirs
 
 
-EXECUTION_ONLY_FIELDS = ("out", "parallel_stage2")
+EXECUTION_ONLY_FIELDS = ("out", "parallel_stage2", "device")
 
 
 def check_same_plan(plan: DemoPlan) -> None:

@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (resumes when it exists)."),
         quick: bool = typer.Option(False, "--quick", help="Smoke test: tiny data and budget, about 3 min; no quality claim."),
         seed: int = typer.Option(0, "--seed", help="Seed of the phantoms, sampling and weights."),
+        device: str = typer.Option("auto", "--device", help="auto (the GPU when there is one), cpu, cuda, cuda:N."),
     ) -> None:
         """Run the whole method on generated phantoms: masks-only versus R-Super, evaluated on a test set.
 
@@ -30,7 +31,7 @@ def register(app: typer.Typer) -> None:
         from rsuper.demo import DemoPlan, check_same_plan, run_demo
 
         console = Console()
-        plan = DemoPlan.default(out, quick=quick, seed=seed)
+        plan = DemoPlan.default(out, quick=quick, seed=seed, device=device)
         try:
             check_same_plan(plan)
         except ValueError as exc:
