@@ -194,3 +194,32 @@ def test_bfloat16_logits_run_in_float32() -> None:
     assert loss.dtype == torch.float32 and math.isfinite(float(loss.detach()))
     loss.backward()
     assert logits.grad.dtype == torch.bfloat16 and bool(torch.isfinite(logits.grad.float()).all())
+
+
+def test_confidence_is_the_mean_probability_in_the_centre_ball() -> None:
+    shape = (40, 40, 40)
+    region = _box_region(shape, 8, 32, ISO)[None]
+    uniform = torch.full((1, *shape), 0.3)
+    labels = _labels(uniform, region, [[8.0, 0.0]], [[268.0, 0.0]])
+    assert float(labels.confidence[0]) == pytest.approx(0.3, abs=1e-4)  # ball fully inside R
+    blob = torch.sigmoid(_blob_logits(shape, (20.5, 20.5, 20.5), 4.0, ISO))[None]
+    one = _labels(blob, region, [[8.0, 0.0]], [[268.0, 0.0]])
+    assert float(one.confidence[0]) > 0.5
+    two = _labels(torch.cat([blob, blob]), torch.cat([region, torch.zeros_like(region)]),
+                  [[8.0, 4.0], [0.0, 0.0]], [[268.0, 30.0], [0.0, 0.0]])
+    assert float(two.confidence[0]) < 0.2  # one blob seen, two reported: the second ball finds little
+    assert float(two.confidence[1]) == 1.0  # no region
+
+
+def test_unconfident_sample_gets_no_ball_loss() -> None:
+    logits, region, unknown, diameters, volumes = _report_batch()
+    blind = logits.clone()
+    blind[0, 1] = -3.0  # nothing seen in the region: the ball would land on arbitrary voxels
+    batch = torch.cat([logits[:1], blind[:1]]).requires_grad_(True)
+    two = [torch.cat([t[:1], t[:1]]) for t in (region, unknown, diameters, volumes)]
+    gated = ball_loss(batch, *two, ISO, min_confidence=0.2)
+    confident_only = ball_loss(logits[:1], region[:1], unknown[:1], diameters[:1], volumes[:1], ISO)
+    assert float(gated) == pytest.approx(float(confident_only), rel=1e-6)
+    gated.backward()
+    assert float(batch.grad[1].abs().max()) == 0.0
+    assert float(ball_loss(blind[:1], *[t[:1] for t in (region, unknown, diameters, volumes)], ISO)) > 0  # ungated

@@ -94,6 +94,9 @@ class TrainConfig(BaseModel):
     ball_rank_weighted: bool = Field(False, description="rank-weighted BCE on the Ball Loss positives")
     ball_weight: float = Field(1.0, ge=0, description="multiplier of the Ball Loss inside lambda (0 = ablate it)")
     volume_weight: float = Field(1.0, ge=0, description="multiplier of the Volume Loss inside lambda (0 = ablate it)")
+    ball_min_confidence: float = Field(
+        0.0, ge=0, le=1, description="Ball Loss only where each tumor's ball has this mean probability (0 = always)"
+    )
     lesion_pooled_dice: bool = Field(
         False, description="extra Dice over all lesion channels together: healthy organs' false positives count"
     )

@@ -20,6 +20,12 @@ Pseudo-labels (constants, recomputed every step under ``torch.no_grad``), per sa
 
 Positives are restricted to R (METHOD.md: every reported tumor of the group lies inside it), which
 guarantees that unknown voxels outside R are never supervised.
+
+Beyond METHOD.md, optional (``min_confidence`` > 0, off by default): the *confidence* of a tumor's ball is
+the mean of q over the ball of diameter D at its centre c (step 2a). A sample whose least confident ball is
+below ``min_confidence`` gets no Ball Loss that step: a ball placed on healthy tissue would otherwise teach
+"tumor" there and, through the background of R, "not tumor" on the real tumor. The Volume Loss and the
+segmentation loss still apply to it.
 """
 
 from __future__ import annotations
@@ -61,12 +67,15 @@ class BallPseudoLabels:
         background_zone: (B, X, Y, Z) bool, Bg = dilate(extended, 3.5 mm); Bg minus P is ignored.
         centres_vox: per sample, the centre voxel index (x, y, z) of each tumor in processing order
             (largest reported volume first); empty for samples without a region.
+        confidence: (B,) float, per sample the smallest mean q over a tumor's centre ball of diameter D
+            (1 for samples without a region or tumor).
     """
 
     positive: torch.Tensor
     extended: torch.Tensor
     background_zone: torch.Tensor
     centres_vox: list[list[tuple[int, int, int]]]
+    confidence: torch.Tensor
 
 
 def _round_half_up(x: float) -> int:
@@ -125,6 +134,7 @@ def ball_pseudo_labels(
     positive = torch.zeros(prob.shape, dtype=torch.bool, device=prob.device)
     extended = torch.zeros_like(positive)
     centres: list[list[tuple[int, int, int]]] = [[] for _ in range(batch)]
+    confidence = torch.ones(batch, dtype=torch.float32, device=prob.device)
     inside = region_dilated > 0.5
     for b in range(batch):
         box = bounding_box(inside[b])
@@ -134,10 +144,13 @@ def ball_pseudo_labels(
         q = prob[b].float() * inside[b]
         available = inside[b].clone()
         for volume, diameter in tumors:
-            ball_sum = fft_ball_sum(q[box].unsqueeze(0), ellipsoid_kernel(diameter, spacing, q.device))[0]
+            ball = ellipsoid_kernel(diameter, spacing, q.device)
+            ball_sum = fft_ball_sum(q[box].unsqueeze(0), ball)[0]
             local = torch.unravel_index(torch.argmax(ball_sum), ball_sum.shape)
             centre = tuple(int(i) + s.start for i, s in zip(local, box))
             centres[b].append(centre)  # type: ignore[arg-type]
+            mean_q = (ball_sum[local] / ball.sum()).clamp(0.0, 1.0)
+            confidence[b] = torch.minimum(confidence[b], mean_q)
 
             big_diameter = (1.0 + margin) * diameter
             big_ball = ellipsoid_kernel(big_diameter, spacing, q.device)
@@ -170,7 +183,8 @@ def ball_pseudo_labels(
             available[window] &= ~ext_local
             q[window] = q[window].masked_fill(ext_local, 0.0)
     background_zone = dilate_mm(extended, border_dilation_mm, spacing)
-    return BallPseudoLabels(positive=positive, extended=extended, background_zone=background_zone, centres_vox=centres)
+    return BallPseudoLabels(positive=positive, extended=extended, background_zone=background_zone, centres_vox=centres,
+                            confidence=confidence)
 
 
 @torch.no_grad()
@@ -204,10 +218,12 @@ def ball_loss_in_region(
     border_dilation_mm: float = BORDER_DILATION_MM,
     lesion_channels: Sequence[int] | None = None,
     target: torch.Tensor | None = None,
+    min_confidence: float = 0.0,
 ) -> torch.Tensor:
     """Ball Loss for a precomputed :class:`ReportRegion` and known mask ``known`` (B, C, X, Y, Z).
 
-    Per sample with a region: mean BCE over P and Pi minus Bg, + Dice over Pi (when P is non-empty).
+    Per sample with a region: mean BCE over P and Pi minus Bg, + Dice over Pi (when P is non-empty);
+    nothing when its ball confidence is below ``min_confidence`` (see the module docstring).
     Per sample without a region, only when ``lesion_channels`` is given: mean BCE toward 0 over the known
     voxels of those channels (excluding ``target`` positives when ``target`` is given).
     Returns the mean over the contributing samples (0, attached to the graph, when none contributes).
@@ -233,7 +249,7 @@ def ball_loss_in_region(
     dice = 1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH)
     has_pos = posf.flatten(1).sum(dim=1) > 0
     per_sample = bce_sum / count.clamp(min=1.0) + torch.where(has_pos, dice, torch.zeros_like(dice))
-    contributes = region.has_region & (count > 0)
+    contributes = region.has_region & (count > 0) & (labels.confidence >= min_confidence)
 
     if lesion_channels:
         channels = list(lesion_channels)
@@ -267,6 +283,7 @@ def ball_loss(
     region_dilation_mm: float = REGION_DILATION_MM,
     unknown_dilation_mm: float = UNKNOWN_DILATION_MM,
     border_dilation_mm: float = BORDER_DILATION_MM,
+    min_confidence: float = 0.0,
 ) -> torch.Tensor:
     """Ball Loss of METHOD.md §5 (see the module docstring for the pseudo-label steps).
 
@@ -284,6 +301,7 @@ def ball_loss(
             a region; ``None``: samples without a region contribute nothing.
         target: optional (B, C, X, Y, Z) labels; their positives are excluded from that background BCE.
         region_dilation_mm, unknown_dilation_mm, border_dilation_mm: the dilation radii, mm.
+        min_confidence: skip samples whose least confident ball has mean probability below it (0 = never).
 
     Returns:
         Scalar: mean over the contributing samples of (mean BCE over the supervised voxels + Dice).
@@ -310,6 +328,7 @@ def ball_loss(
         border_dilation_mm,
         lesion_channels,
         target,
+        min_confidence,
     )
 
 
@@ -327,6 +346,7 @@ class BallLoss(nn.Module):
         volume_mode: VolumeMode = "report",
         rank_weighted: bool = False,
         lesion_channels: Sequence[int] | None = None,
+        min_confidence: float = 0.0,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -334,6 +354,7 @@ class BallLoss(nn.Module):
         self.volume_mode = volume_mode
         self.rank_weighted = rank_weighted
         self.lesion_channels = lesion_channels
+        self.min_confidence = min_confidence
 
     def forward(
         self,
@@ -356,4 +377,5 @@ class BallLoss(nn.Module):
             self.rank_weighted,
             self.lesion_channels,
             target,
+            min_confidence=self.min_confidence,
         )

@@ -33,6 +33,8 @@ class ReportSupervisedLoss(nn.Module):
             region (label positives excluded); ``None``: such samples get no Ball Loss.
         E: Volume Loss stabiliser, mm^3.
         ball_weight, volume_weight: wb and wv, 1 in the paper; 0 ablates a term (it is still reported).
+        ball_min_confidence: Ball Loss only for samples whose balls have at least this mean probability
+            (0, the paper: always; see :mod:`rsuper.losses.ball`).
         pooled_dice_channels: channels that get one more, joint Dice term in the segmentation loss (see
             :func:`masked_bce_dice`); ``None``: the paper's per-channel Dice only.
 
@@ -58,6 +60,7 @@ class ReportSupervisedLoss(nn.Module):
         ball_weight: float = 1.0,
         volume_weight: float = 1.0,
         pooled_dice_channels: Sequence[int] | None = None,
+        ball_min_confidence: float = 0.0,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -74,6 +77,7 @@ class ReportSupervisedLoss(nn.Module):
         self.ball_weight = ball_weight
         self.volume_weight = volume_weight
         self.pooled_dice_channels = None if pooled_dice_channels is None else list(pooled_dice_channels)
+        self.ball_min_confidence = ball_min_confidence
 
     def forward(
         self, final_logits: torch.Tensor, aux_logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
@@ -104,6 +108,7 @@ class ReportSupervisedLoss(nn.Module):
                 self.border_dilation_mm,
                 self.lesion_channels,
                 label,
+                self.ball_min_confidence,
             )
             volume = volume_loss_in_region(aux_logits, dilated, volumes, self.spacing_mm, self.tolerance, self.E)
         else:

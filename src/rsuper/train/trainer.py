@@ -164,6 +164,7 @@ class Trainer:
             ball_weight=config.ball_weight,
             volume_weight=config.volume_weight,
             pooled_dice_channels=lesion_channels if config.lesion_pooled_dice else None,
+            ball_min_confidence=config.ball_min_confidence,
         )
         self.step = 0
         if resume_payload is not None:
