@@ -63,6 +63,13 @@ def test_stage2_worker_exits_when_its_parent_is_gone():
     alive.join()
 
 
+def test_device_reaches_every_training_run(tmp_path):
+    plan = DemoPlan.default(tmp_path, device="cuda:1")
+    assert plan.train_config("stage1", 1, 10, None, 0.0).device == "cuda:1"
+    assert plan.train_config("R-Super", 2, 10, tmp_path / "stage1.pt", 0.5).device == "cuda:1"
+    assert DemoPlan.default(tmp_path, quick=True).device == "auto"
+
+
 def test_resuming_with_another_plan_is_a_clear_error(tmp_path):
     plan = DemoPlan.default(tmp_path, seed=1)
     check_same_plan(plan)  # nothing there yet
