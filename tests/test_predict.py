@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rsuper.infer.predict import (PredictOptions, Predictor, dilate_mm, find_ct_inputs, gate_lesions,
-                                  predict_case, predict_cases)
+                                  predict_case, predict_cases, untrained_classes_of)
 from rsuper.io import load_nifti
 
 CLASSES = ["liver", "liver_lesion", "pancreas", "pancreatic_lesion"]
@@ -127,3 +127,21 @@ def test_findings_max_probability_is_the_whole_ct_maximum(tmp_path):
     # lesion logits 40 * (x - 0.6) at HU 400 (x = 0.866): sigmoid(10.6) ~ 1; pancreas lesion gated to 0
     assert findings["organs"]["liver"]["max_probability"] > 0.99
     assert findings["organs"]["pancreas"]["max_probability"] == 0.0
+
+
+def test_untrained_classes_are_written_empty_and_do_not_gate(tmp_path):
+    ct_path, _ = _ct(tmp_path / "in", np.diag([1.0, 1.0, 1.0, 1.0]))
+    predictor = _predictor()
+    predictor.untrained_classes = ("liver",)  # as a checkpoint with supervised_voxels {"liver": 0} says
+    findings = predict_case(predictor, ct_path, tmp_path / "out" / "c1")
+    seg = tmp_path / "out" / "c1" / "segmentations"
+    assert not load_nifti(seg / "liver.nii.gz").array.any()
+    assert findings["untrained_classes"] == ["liver"]
+    # the untrained liver channel does not gate: its lesion channel stays as the network predicts it
+    assert findings["gating"]["gated"]["liver_lesion"] is False
+    assert load_nifti(seg / "liver_lesion.nii.gz").array.any()
+
+
+def test_untrained_classes_come_from_the_checkpoint_counts():
+    assert untrained_classes_of({"supervised_voxels": {"liver": 10, "pancreas_head": 0}}) == ("pancreas_head",)
+    assert untrained_classes_of({}) == ()  # older checkpoints: nothing known, nothing dropped

@@ -95,3 +95,16 @@ def test_report_loss_options_reach_the_loss(data):
     assert (loss_fn.ball_weight, loss_fn.volume_weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
     with pytest.raises(ValueError, match="ball_volume_mode"):
         _config(data, "bad", ball_volume_mode="sphere")
+
+
+def test_checkpoint_records_supervised_voxels_per_class(data):
+    """Known voxels per class are counted (a class no case annotates stays 0) and carried into stage 2."""
+    names = [*TrainConfig().classes, "stomach"]  # no case of the cache has a stomach mask
+    cfg = _config(data, "sv1", steps=4, class_names=names)
+    counts = load_checkpoint(train(cfg, show_progress=False))["supervised_voxels"]
+    per_class = cfg.steps * cfg.batch_size * int(np.prod(cfg.patch_size))  # mask cases annotate every other class
+    assert counts == {**{name: per_class for name in TrainConfig().classes}, "stomach": 0}
+    cfg2 = _config(data, "sv2", steps=2, class_names=names, stage=2, init=data / "sv1" / "final.pt",
+                   tumors=data / "tumors.csv")
+    counts2 = load_checkpoint(train(cfg2, show_progress=False))["supervised_voxels"]
+    assert counts2["stomach"] == 0 and counts2["liver"] > counts["liver"]

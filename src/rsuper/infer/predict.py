@@ -9,7 +9,9 @@ Pipeline per CT (METHOD.md §7):
   probability >= 0.5, union of ``labels.ORGAN_MASK_CLASSES[organ]``, e.g. kidney = left ∪ right; the
   organ's sub-segments when the organ itself is not an output) dilated by 3 mm -> per class: linear
   resampling of the probability straight onto the input CT grid (affine to affine, so orientation and
-  spacing come back exactly) -> threshold 0.5.
+  spacing come back exactly) -> threshold 0.5. Classes the checkpoint records as never supervised
+  (``supervised_voxels`` 0, e.g. sub-segments absent from every training mask) are written empty, listed
+  in ``findings.json`` as ``untrained_classes`` and not used for gating.
 
 Memory: probabilities are kept at the model grid as float16 (C, X, Y, Z); each class is resampled to
 the input grid on its own (one float32 buffer at a time), written, then dropped. Only the sub-segment
@@ -31,7 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,8 @@ class Predictor:
     patch_size: tuple[int, int, int]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     source: str = ""
+    # Classes the checkpoint says were never supervised (no labelled voxel in training): written empty.
+    untrained_classes: tuple[str, ...] = ()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", use_ema: bool = True) -> Predictor:
@@ -82,7 +86,7 @@ class Predictor:
         return cls(model=model, class_names=[labels.canonical_class_name(c) for c in payload["class_names"]],
                    spacing_mm=tuple(float(s) for s in payload["spacing_mm"]),  # type: ignore[arg-type]
                    patch_size=tuple(int(s) for s in payload["patch_size"]),  # type: ignore[arg-type]
-                   device=dev, source=str(path))
+                   device=dev, source=str(path), untrained_classes=untrained_classes_of(payload))
 
 
 @dataclass
@@ -195,11 +199,20 @@ def dilate_mm(mask: np.ndarray, spacing_mm: tuple[float, float, float], radius_m
     return out
 
 
-def gate_organ_mask(class_names: list[str], probs: np.ndarray, organ: str) -> np.ndarray | None:
-    """Predicted organ mask (bool) for gating lesions of ``organ``; None when the model has no such channel."""
-    members = [c for c in labels.ORGAN_MASK_CLASSES.get(organ, ()) if c in class_names]
+def untrained_classes_of(payload: dict) -> tuple[str, ...]:
+    """Classes a checkpoint payload records as never supervised (0 labelled voxels); () when it has no record."""
+    counts = payload.get("supervised_voxels") or {}
+    return tuple(labels.canonical_class_name(c) for c, n in counts.items() if n == 0)
+
+
+def gate_organ_mask(class_names: list[str], probs: np.ndarray, organ: str,
+                    untrained: Collection[str] = ()) -> np.ndarray | None:
+    """Predicted organ mask (bool) for gating lesions of ``organ``; None when the model has no such channel
+    (untrained channels do not count)."""
+    members = [c for c in labels.ORGAN_MASK_CLASSES.get(organ, ()) if c in class_names and c not in untrained]
     if not members:
-        members = [c for c in labels.SUBSEGMENTS_OF_ORGAN.get(organ, {}).values() if c in class_names]
+        members = [c for c in labels.SUBSEGMENTS_OF_ORGAN.get(organ, {}).values()
+                   if c in class_names and c not in untrained]
     if not members:
         return None
     mask = np.zeros(probs.shape[1:], dtype=bool)
@@ -209,18 +222,18 @@ def gate_organ_mask(class_names: list[str], probs: np.ndarray, organ: str) -> np
 
 
 def gate_lesions(class_names: list[str], probs: np.ndarray, spacing_mm: tuple[float, float, float],
-                 dilation_mm: float = GATING_DILATION_MM) -> dict[str, bool]:
+                 dilation_mm: float = GATING_DILATION_MM, untrained: Collection[str] = ()) -> dict[str, bool]:
     """Multiplies every lesion channel of ``probs`` (C, X, Y, Z, in place) by its dilated organ mask.
 
-    Returns {lesion class: gated?}; a lesion channel whose organ is not predicted by the model is left
-    ungated (False).
+    Returns {lesion class: gated?}; a lesion channel whose organ is not predicted by the model (or only by
+    ``untrained`` channels) is left ungated (False).
     """
     gated = {}
     for c, name in enumerate(class_names):
         organ = labels.ORGAN_OF_LESION_CLASS.get(name)
         if organ is None:
             continue
-        organ_mask = gate_organ_mask(class_names, probs, organ)
+        organ_mask = gate_organ_mask(class_names, probs, organ, untrained)
         gated[name] = organ_mask is not None
         if organ_mask is not None:
             probs[c] *= dilate_mm(organ_mask, spacing_mm, dilation_mm)
@@ -272,7 +285,10 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
     work_affine = work.affine
     del work
     names = predictor.class_names
-    gated = gate_lesions(names, probs, predictor.spacing_mm, options.gating_dilation_mm)
+    untrained = [name for name in names if name in predictor.untrained_classes]
+    for name in untrained:
+        probs[names.index(name)] = 0.0
+    gated = gate_lesions(names, probs, predictor.spacing_mm, options.gating_dilation_mm, untrained)
     needed = _needed_subsegments(names)
     subsegments: dict[str, dict[str, np.ndarray]] = {}
     volumes: dict[str, float] = {}
@@ -315,6 +331,7 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
         "gating": {"dilation_mm": options.gating_dilation_mm, "gated": gated},
         "probabilities_scale": PROBABILITY_SCALE if options.save_probabilities else None,
         "classes": names,
+        "untrained_classes": untrained,
         "volumes_mm3": volumes,
         "organs": {s["organ"]: s for s in summaries},
         "lesions": report_style_lesions(summaries),

@@ -45,8 +45,13 @@ def make_payload(
     ema_state_dict: Mapping[str, torch.Tensor] | None = None,
     training: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
+    supervised_voxels: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Assembles a contract-8 payload (tensors are detached and moved to CPU)."""
+    """Assembles a contract-8 payload (tensors are detached and moved to CPU).
+
+    ``supervised_voxels`` (optional): per class, the labelled (known) voxels the network was trained on; a class
+    with 0 was never supervised and the predictor leaves it empty.
+    """
 
     def cpu(sd: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
         return None if sd is None else {k: v.detach().cpu() for k, v in sd.items()}
@@ -70,6 +75,7 @@ def make_payload(
         "ema_state_dict": cpu(ema_state_dict),
         "training": dict(training) if training is not None else None,
         "config": dict(config) if config is not None else None,
+        "supervised_voxels": None if supervised_voxels is None else {k: int(v) for k, v in supervised_voxels.items()},
     }
 
 

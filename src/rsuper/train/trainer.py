@@ -137,6 +137,8 @@ class Trainer:
         manifest = load_manifest(config.cache[0])
         self.spacing_mm = tuple(float(s) for s in manifest["spacing_mm"])
         self.dataset, self.n_mask, self.n_report = self._build_dataset(config)
+        # Known (labelled) voxels seen per class, this rank's share; stage 2 starts from stage 1's (main rank).
+        self.supervised_voxels = torch.zeros(len(self.class_names), dtype=torch.float64)
         torch.manual_seed(config.seed)
         # channels-last 3D: same numbers, 2-3x faster convolution backward on CPU, tensor-core friendly on GPU.
         self.model = self._build_model(config).to(self.device, memory_format=torch.channels_last_3d)
@@ -221,6 +223,7 @@ class Trainer:
                 )
             which = "ema_state_dict" if config.init_use_ema and payload.get("ema_state_dict") is not None else "state_dict"
             ckpt.load_state_dict_strict(model, payload[which], f"--init {config.init} {which}")
+            self._add_supervised_voxels(payload)
         return model
 
     def _init_output_bias(self, n_batches: int = 8) -> None:
@@ -251,14 +254,28 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self._add_supervised_voxels(payload)
         rng = state["rng"]
         torch.set_rng_state(rng["torch"][self.ctx.rank % len(rng["torch"])])
         self.console.print(f"resumed {self.out / 'last.pt'} at step {self.step}")
+
+    def _add_supervised_voxels(self, payload: dict[str, Any]) -> None:
+        """Adds a checkpoint's per-class supervised voxel counts (main rank only: the ranks' counts are summed
+        when saving). Checkpoints without counts add nothing."""
+        counts = payload.get("supervised_voxels") or {}
+        if self.ctx.is_main:
+            self.supervised_voxels += torch.tensor([float(counts.get(n, 0)) for n in self.class_names],
+                                                   dtype=torch.float64)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def payload(self) -> dict[str, Any]:
         """The checkpoint payload (contract 8) with full training state."""
         c = self.config
+        supervised = self.supervised_voxels.clone()
+        if self.ctx.enabled:
+            summed = supervised.to(self.device)
+            torch.distributed.all_reduce(summed)
+            supervised = summed.cpu()
         rng_states = [torch.get_rng_state()]
         if self.ctx.enabled:
             gathered: list[Any] = [None] * self.ctx.world_size
@@ -277,7 +294,7 @@ class Trainer:
         return ckpt.make_payload(
             c.model, 1, self.class_names, self.spacing_mm, c.patch_size, self.model.state_dict(),
             model_kwargs=c.model_kwargs, ema_state_dict=self.ema.module.state_dict(), training=training,
-            config=c.to_dict(),
+            config=c.to_dict(), supervised_voxels=dict(zip(self.class_names, supervised.tolist())),
         )
 
     def save(self, name: str) -> Path:
@@ -302,6 +319,7 @@ class Trainer:
         )
 
     def _train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], float]:
+        self.supervised_voxels += (batch["unknown"] < 0.5).sum(dim=(0, 2, 3, 4)).double()
         image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
         targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
