@@ -208,6 +208,8 @@ class Trainer:
         return dataset, len(mask_cases), len(report_cases)
 
     def _build_model(self, config: TrainConfig) -> nn.Module:
+        """The network; in stage 2 (not resuming) with stage 1's weights, whose supervised-voxel counts are
+        added to this run's."""
         model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
         bad = [p for p in config.patch_size if p % model.size_divisor]
         if bad:
