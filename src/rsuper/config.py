@@ -97,6 +97,9 @@ class TrainConfig(BaseModel):
     ball_min_confidence: float = Field(
         0.0, ge=0, le=1, description="Ball Loss only where each tumor's ball has this mean probability (0 = always)"
     )
+    ball_region_background: bool = Field(
+        True, description="Ball Loss 'not tumor' on the rest of the tumor's sub-segment (paper); false: known voxels only"
+    )
     lesion_pooled_dice: bool = Field(
         False, description="extra Dice over all lesion channels together: healthy organs' false positives count"
     )

@@ -26,6 +26,10 @@ the mean of q over the ball of diameter D at its centre c (step 2a). A sample wh
 below ``min_confidence`` gets no Ball Loss that step: a ball placed on healthy tissue would otherwise teach
 "tumor" there and, through the background of R, "not tumor" on the real tumor. The Volume Loss and the
 segmentation loss still apply to it.
+
+Also beyond METHOD.md (``region_background=False``, default True): Pi = (P | known_g) minus border, so the
+tumor's own sub-segment outside Bg gets no "not tumor". A wrong ball then teaches a false positive but cannot
+suppress the real tumor, and the next step's ball can move back to it.
 """
 
 from __future__ import annotations
@@ -219,11 +223,13 @@ def ball_loss_in_region(
     lesion_channels: Sequence[int] | None = None,
     target: torch.Tensor | None = None,
     min_confidence: float = 0.0,
+    region_background: bool = True,
 ) -> torch.Tensor:
     """Ball Loss for a precomputed :class:`ReportRegion` and known mask ``known`` (B, C, X, Y, Z).
 
     Per sample with a region: mean BCE over P and Pi minus Bg, + Dice over Pi (when P is non-empty);
-    nothing when its ball confidence is below ``min_confidence`` (see the module docstring).
+    nothing when its ball confidence is below ``min_confidence`` (see the module docstring). Without
+    ``region_background``, Pi = (P | known_g) minus border: the region's own voxels outside Bg are not supervised.
     Per sample without a region, only when ``lesion_channels`` is given: mean BCE toward 0 over the known
     voxels of those channels (excluding ``target`` positives when ``target`` is given).
     Returns the mean over the contributing samples (0, attached to the graph, when none contributes).
@@ -235,9 +241,10 @@ def ball_loss_in_region(
         p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin, volume_mode, border_dilation_mm
     )
     pos = labels.positive
-    supervised = (pos | (select_channel(known, region.channel) > 0.5) | (region.dilated > 0.5)) & ~(
-        labels.background_zone & ~pos
-    )
+    supervised = pos | (select_channel(known, region.channel) > 0.5)
+    if region_background:
+        supervised = supervised | (region.dilated > 0.5)
+    supervised = supervised & ~(labels.background_zone & ~pos)
     negative = (supervised & ~labels.background_zone).float()
     weights = rank_weights(p.detach(), pos) if rank_weighted else torch.ones_like(p)
     posf = pos.float()
@@ -284,6 +291,7 @@ def ball_loss(
     unknown_dilation_mm: float = UNKNOWN_DILATION_MM,
     border_dilation_mm: float = BORDER_DILATION_MM,
     min_confidence: float = 0.0,
+    region_background: bool = True,
 ) -> torch.Tensor:
     """Ball Loss of METHOD.md §5 (see the module docstring for the pseudo-label steps).
 
@@ -302,6 +310,7 @@ def ball_loss(
         target: optional (B, C, X, Y, Z) labels; their positives are excluded from that background BCE.
         region_dilation_mm, unknown_dilation_mm, border_dilation_mm: the dilation radii, mm.
         min_confidence: skip samples whose least confident ball has mean probability below it (0 = never).
+        region_background: BCE toward 0 on the background of R (METHOD.md); False: only on known voxels.
 
     Returns:
         Scalar: mean over the contributing samples of (mean BCE over the supervised voxels + Dice).
@@ -329,6 +338,7 @@ def ball_loss(
         lesion_channels,
         target,
         min_confidence,
+        region_background,
     )
 
 
@@ -347,6 +357,7 @@ class BallLoss(nn.Module):
         rank_weighted: bool = False,
         lesion_channels: Sequence[int] | None = None,
         min_confidence: float = 0.0,
+        region_background: bool = True,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -355,6 +366,7 @@ class BallLoss(nn.Module):
         self.rank_weighted = rank_weighted
         self.lesion_channels = lesion_channels
         self.min_confidence = min_confidence
+        self.region_background = region_background
 
     def forward(
         self,
@@ -378,4 +390,5 @@ class BallLoss(nn.Module):
             self.lesion_channels,
             target,
             min_confidence=self.min_confidence,
+            region_background=self.region_background,
         )

@@ -35,6 +35,8 @@ class ReportSupervisedLoss(nn.Module):
         ball_weight, volume_weight: wb and wv, 1 in the paper; 0 ablates a term (it is still reported).
         ball_min_confidence: Ball Loss only for samples whose balls have at least this mean probability
             (0, the paper: always; see :mod:`rsuper.losses.ball`).
+        ball_region_background: the Ball Loss pushes the region's voxels outside the balls toward 0 (True,
+            the paper); False: only known voxels, so a ball on healthy tissue cannot suppress the real tumor.
         pooled_dice_channels: channels that get one more, joint Dice term in the segmentation loss (see
             :func:`masked_bce_dice`); ``None``: the paper's per-channel Dice only.
 
@@ -61,6 +63,7 @@ class ReportSupervisedLoss(nn.Module):
         volume_weight: float = 1.0,
         pooled_dice_channels: Sequence[int] | None = None,
         ball_min_confidence: float = 0.0,
+        ball_region_background: bool = True,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -78,6 +81,7 @@ class ReportSupervisedLoss(nn.Module):
         self.volume_weight = volume_weight
         self.pooled_dice_channels = None if pooled_dice_channels is None else list(pooled_dice_channels)
         self.ball_min_confidence = ball_min_confidence
+        self.ball_region_background = ball_region_background
 
     def forward(
         self, final_logits: torch.Tensor, aux_logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
@@ -109,6 +113,7 @@ class ReportSupervisedLoss(nn.Module):
                 self.lesion_channels,
                 label,
                 self.ball_min_confidence,
+                self.ball_region_background,
             )
             volume = volume_loss_in_region(aux_logits, dilated, volumes, self.spacing_mm, self.tolerance, self.E)
         else:

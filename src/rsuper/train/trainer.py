@@ -167,6 +167,7 @@ class Trainer:
             volume_weight=config.volume_weight,
             pooled_dice_channels=lesion_channels if config.lesion_pooled_dice else None,
             ball_min_confidence=config.ball_min_confidence,
+            ball_region_background=config.ball_region_background,
         )
         self.step = 0
         if resume_payload is not None:
