@@ -11,7 +11,7 @@ A stage-1 model whose precision is low makes the Ball Loss teach false positives
 "hedge"); this is the number to check before trusting stage 2 on new data.
 
 Example:
-    python benchmarks/bench_pseudo_labels.py demo_out/runs/stage1/final.pt demo_out
+    python benchmarks/bench_pseudo_labels.py demo_out/runs/stage1/final.pt demo_out --per-tumor
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def _precision(score: torch.Tensor, region: np.ndarray, lesion: np.ndarray, diam
 
 
 def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
-    """One row per true report-split tumor: organ, diameter, precision of the network and of darkness."""
+    """One row per true report-split tumor: organ, location, diameter (mm), the network's highest probability
+    inside the tumor, and the pseudo-label precision of the network and of darkness."""
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, use_ema=True).eval()
     names, patch = payload["class_names"], tuple(payload["patch_size"])
@@ -71,10 +72,11 @@ def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
             diameters = [float(v) for v in tumor["diameters (mm)"].split(" x ")]
             dark = torch.from_numpy(-np.asarray(cached.image, dtype=np.float32))
             dark = (dark - dark[torch.from_numpy(region)].min() + 1e-3) * torch.from_numpy(region)
+            channel = prob[names.index(tumor["lesion class"])]
             rows.append({
-                "case": case, "organ": tumor["organ"], "diameter_mm": diameters[0],
-                "network": _precision(prob[names.index(tumor["lesion class"])], region, lesion, diameters,
-                                      cached.spacing_mm),
+                "case": case, "organ": tumor["organ"], "location": tumor["location"], "diameter_mm": diameters[0],
+                "max_p_in_tumor": float(channel[torch.from_numpy(lesion)].max()),
+                "network": _precision(channel, region, lesion, diameters, cached.spacing_mm),
                 "darkest_ball": _precision(dark, region, lesion, diameters, cached.spacing_mm),
             })
     return pd.DataFrame(rows)
@@ -84,8 +86,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("demo_dir", type=Path, help="a `rsuper demo --out` folder (data/, cache/)")
+    parser.add_argument("--per-tumor", action="store_true", help="also print one row per tumor")
     args = parser.parse_args()
     table = measure(args.checkpoint, args.demo_dir)
+    if args.per_tumor:
+        print(table.round(3).to_string())
     summary = table.groupby("organ")[["network", "darkest_ball"]].agg(["mean", "count"]).round(3)
     print(f"Ball Loss pseudo-label precision of {args.checkpoint} on {args.demo_dir} report CTs")
     print(summary.to_string())
