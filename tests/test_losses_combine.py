@@ -114,6 +114,15 @@ def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     assert float(stage1["ball"]) == 0.0 and float(stage1["volume"]) == 0.0
 
 
+def test_region_background_option_reaches_the_ball_loss() -> None:
+    """A corner of the (unknown) region, far from the pseudo-tumor: pushed down only under the paper's rule."""
+    for region_background, pushed in ((True, True), (False, False)):
+        final, aux, batch = _batch()
+        ReportSupervisedLoss(ISO, ball_region_background=region_background)(final, aux, batch)["total"].backward()
+        assert (float(final.grad[0, 2, 10, 10, 10]) > 0) is pushed
+        assert float(final.grad[0, 2, 10, 10, 10]) >= 0
+
+
 def test_term_weights_ablate_the_ball_or_the_volume_loss() -> None:
     final, aux, batch = _batch()
     full = ReportSupervisedLoss(ISO, report_weight=0.1)(final.detach(), aux.detach(), batch)

@@ -28,8 +28,8 @@ below ``min_confidence`` gets no Ball Loss that step: a ball placed on healthy t
 segmentation loss still apply to it.
 
 Also beyond METHOD.md (``region_background=False``, default True): Pi = (P | known_g) minus border, so the
-tumor's own sub-segment outside Bg gets no "not tumor". A wrong ball then teaches a false positive but cannot
-suppress the real tumor, and the next step's ball can move back to it.
+tumor's own sub-segment outside Bg gets no "not tumor". A wrong ball then teaches a false positive but does not
+suppress the real tumor through this term (BENCHMARKS.md, demo section: on the demo it does not help).
 """
 
 from __future__ import annotations
