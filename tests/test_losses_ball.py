@@ -169,19 +169,20 @@ def test_gradient_finite_nonzero_on_pseudo_tumor_and_region_zero_on_unknown() ->
     assert float(grad[:, 0].abs().max()) == 0.0  # channels that are not lesion channels
 
 
-
 def test_without_region_background_the_unknown_rest_of_the_region_is_not_supervised() -> None:
     """A ball on healthy tissue must not push the (unknown) rest of the tumor's sub-segment toward 0."""
     logits, region, unknown, diameters, volumes = _report_batch()
     logits.requires_grad_(True)
     ball_loss(logits, region, unknown, diameters, volumes, ISO, region_background=False).backward()
     grad = logits.grad[0, 1]
-    labels = ball_pseudo_labels(torch.sigmoid(logits[:, 1]).detach(), report_region(region, ISO).dilated, diameters, volumes, ISO)
-    far = (report_region(region, ISO).dilated[0] > 0) & ~labels.background_zone[0]
+    dilated = report_region(region, ISO).dilated
+    labels = ball_pseudo_labels(torch.sigmoid(logits[:, 1]).detach(), dilated, diameters, volumes, ISO)
+    far = (dilated[0] > 0) & ~labels.background_zone[0]
     known = known_mask(unknown, ISO)[0, 1] > 0
     assert bool((far & ~known).any()) and float(grad[far & ~known].abs().max()) == 0.0
     assert bool((far & known).any()) and bool((grad[far & known] > 0).all())  # known voxels of R: still "not tumor"
     assert bool((grad[labels.positive[0]] < 0).all())
+
 
 def test_sample_without_region_gets_only_background_bce_on_known_voxels() -> None:
     logits, region, unknown, diameters, volumes = _report_batch()
