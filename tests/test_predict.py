@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from rsuper.infer.predict import (PredictOptions, Predictor, dilate_mm, find_ct_inputs, gate_lesions,
-                                  predict_case, predict_cases, untrained_classes_of)
+                                  predict_case, predict_cases)
 from rsuper.io import load_nifti
+from rsuper.models.checkpoint import untrained_classes_of
 
 CLASSES = ["liver", "liver_lesion", "pancreas", "pancreatic_lesion"]
 

@@ -49,7 +49,7 @@ from rsuper.atomic import write_json_atomic
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
-from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
+from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint, untrained_classes_of
 from rsuper.train.distributed import resolve_device
 
 THRESHOLD = 0.5
@@ -197,12 +197,6 @@ def dilate_mm(mask: np.ndarray, spacing_mm: tuple[float, float, float], radius_m
     out = np.zeros_like(mask)
     out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= radius_mm
     return out
-
-
-def untrained_classes_of(payload: dict) -> tuple[str, ...]:
-    """Classes a checkpoint payload records as never supervised (0 labelled voxels); () when it has no record."""
-    counts = payload.get("supervised_voxels") or {}
-    return tuple(labels.canonical_class_name(c) for c, n in counts.items() if n == 0)
 
 
 def gate_organ_mask(class_names: list[str], probs: np.ndarray, organ: str,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from rsuper import __version__
+from rsuper.anatomy.labels import canonical_class_name
 from rsuper.atomic import atomic_path
 from rsuper.io import CT_NORMALISATION
 from rsuper.models.registry import build_model
@@ -78,6 +79,12 @@ def make_payload(
         "supervised_voxels": None if supervised_voxels is None else {k: int(v) for k, v in supervised_voxels.items()},
     }
 
+
+
+def untrained_classes_of(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """Classes a payload records as never supervised (0 labelled voxels); () when it has no record."""
+    counts = payload.get("supervised_voxels") or {}
+    return tuple(canonical_class_name(c) for c, n in counts.items() if n == 0)
 
 def validate_payload(payload: Any, source: str = "payload") -> None:
     """Raises :class:`CheckpointError` unless ``payload`` is a usable contract-8 dict."""
