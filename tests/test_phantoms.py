@@ -238,6 +238,25 @@ def test_mask_split_can_be_tumor_enriched(tmp_path):
     assert other["healthy_cases"] == 6 and other["tumors"] == 0
 
 
+def test_mask_cases_can_cover_every_location_without_changing_the_other_splits(tmp_path):
+    common = dict(n_mask=6, n_report=3, n_test=2, spacing_mm=8.0, seed=3, mask_healthy_fraction=0.0)
+    generate_dataset(tmp_path / "drawn", **common)
+    generate_dataset(tmp_path / "cover", mask_cover_locations=True, **common)
+    drawn = pd.read_csv(tmp_path / "drawn" / "gold" / "tumors_truth.csv")
+    cover = pd.read_csv(tmp_path / "cover" / "gold" / "tumors_truth.csv")
+    first = cover[cover["split"] == "masks"].groupby("BDMAP ID").first()
+    # The first tumor of mask case j sits at mask_location(j): organs in turn, sub-segments most frequent first.
+    assert list(zip(first["organ"], first["location"])) == [
+        ("pancreas", "head"), ("kidney", "left"), ("liver", "segment 7"),
+        ("pancreas", "body"), ("kidney", "right"), ("liver", "segment 8"),
+    ]
+    others = ["BDMAP ID", "organ", "location", "diameters (mm)"]
+    pd.testing.assert_frame_equal(drawn[drawn["split"] != "masks"][others].reset_index(drop=True),
+                                  cover[cover["split"] != "masks"][others].reset_index(drop=True))
+    reports = [pd.read_csv(tmp_path / name / "reports.csv").query("split != 'masks'") for name in ("drawn", "cover")]
+    pd.testing.assert_frame_equal(reports[0].reset_index(drop=True), reports[1].reset_index(drop=True))
+
+
 def test_masks_split_can_come_from_another_site(tmp_path):
     generate_dataset(tmp_path, n_mask=3, n_report=3, n_test=0, spacing_mm=8.0, seed=2,
                      phase_weights=(0.0, 0.0, 1.0), mask_phase_weights=(1.0, 0.0, 0.0))

@@ -32,6 +32,11 @@ def register(app: typer.Typer) -> None:
             None, "--mask-healthy-fraction", min=0.0, max=1.0,
             help="Share of tumor-free cases in masks/ only (annotated sets are tumor-enriched); default: --healthy-fraction.",
         ),
+        mask_cover_locations: bool = typer.Option(
+            False, "--mask-cover-locations",
+            help="The first tumor of each mask case visits organs and their sub-segments in turn (pancreas head, "
+            "kidney left, liver segment 7, pancreas body, ...), so a few mask cases show every location.",
+        ),
         lps_fraction: float = typer.Option(
             0.0, "--lps-fraction", min=0.0, max=1.0, help="Share of cases written in LPS orientation."
         ),
@@ -55,7 +60,8 @@ def register(app: typer.Typer) -> None:
                 summary = generate_dataset(
                     out, n_mask=n_mask, n_report=n_report, n_test=n_test, spacing_mm=spacing, seed=seed,
                     tumor_contrast_hu=contrast, noise_sd_hu=noise, healthy_fraction=healthy_fraction,
-                    mask_healthy_fraction=mask_healthy_fraction, lps_fraction=lps_fraction, workers=workers,
+                    mask_healthy_fraction=mask_healthy_fraction, mask_cover_locations=mask_cover_locations,
+                    lps_fraction=lps_fraction, workers=workers,
                     progress=lambda cid: bar.update(task, advance=1, description=cid),
                 )
         except (ValueError, OSError) as exc:

@@ -73,6 +73,8 @@ class PhantomSettings:
     healthy_fraction: float = 0.45
     mask_healthy_fraction: float | None = None  # masks split; None = healthy_fraction
     mask_phase_weights: tuple[float, float, float] | None = None  # masks split; None = anatomy.phase_weights
+    # masks split: the first tumor of mask CT j lies at mask_location(j), so a few mask CTs cover every location
+    mask_cover_locations: bool = False
     max_tumors: int = 3
     lps_fraction: float = 0.0
 
@@ -82,9 +84,21 @@ def case_id(index: int) -> str:
     return f"phantom_{index:05d}"
 
 
-def plan_tumors(rng: np.random.Generator, settings: PhantomSettings, split: str = "reports") -> list[TumorPlan]:
+def mask_location(position: int, organs: list[str]) -> tuple[str, str]:
+    """(organ, sub-segment) of the ``position``-th mask CT when mask CTs cover every location: organs in turn,
+    and each organ's sub-segments in turn, most frequent first (pancreas head, body, tail; ...)."""
+    organ = organs[position % len(organs)]
+    tokens, weights = _TOKEN_WEIGHTS[organ]
+    by_frequency = [tok for _, tok in sorted(zip(weights, tokens), key=lambda wt: -wt[0])]
+    return organ, by_frequency[(position // len(organs)) % len(by_frequency)]
+
+
+def plan_tumors(
+    rng: np.random.Generator, settings: PhantomSettings, split: str = "reports", position: int = 0
+) -> list[TumorPlan]:
     """0..max_tumors tumors: healthy with probability `healthy_fraction` (the masks split may have its own),
-    else 1-3 (organs, sub-segments, sizes)."""
+    else 1-3 (organs, sub-segments, sizes). ``position``: the case's index within its split (used by
+    ``mask_cover_locations``)."""
     healthy = settings.healthy_fraction
     if split == "masks" and settings.mask_healthy_fraction is not None:
         healthy = settings.mask_healthy_fraction
@@ -102,6 +116,8 @@ def plan_tumors(rng: np.random.Generator, settings: PhantomSettings, split: str 
             continue
         tokens, tw = _TOKEN_WEIGHTS[organ]
         token = str(rng.choice(tokens, p=np.array(tw) / sum(tw)))
+        if i == 0 and split == "masks" and settings.mask_cover_locations:  # same draws, then the override
+            organ, token = mask_location(position, organs)
         lo, hi = settings.tumor_diameter_mm[organ]
         d1 = float(rng.uniform(lo, hi))
         d = sorted([d1, d1 * rng.uniform(0.75, 1.0), d1 * rng.uniform(0.75, 1.0)], reverse=True)
@@ -129,8 +145,9 @@ def _write_case(ph: Phantom, root: Path, cid: str, split: str, lps: bool) -> Non
         _save(mask, ph.affine, root / "truth" / cid / "segmentations" / f"{name}.nii.gz", lps)
 
 
-def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSettings) -> dict:
-    """Generates and writes one case; returns its report, gold findings and truth rows."""
+def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSettings, position: int = 0) -> dict:
+    """Generates and writes one case (``position``: its index within ``split``); returns its report, gold
+    findings and truth rows."""
     plan_rng, anatomy_rng, report_rng, orient_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
     )
@@ -138,7 +155,7 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
     anatomy = settings.anatomy
     if split == "masks" and settings.mask_phase_weights is not None:
         anatomy = replace(anatomy, phase_weights=settings.mask_phase_weights)
-    ph = generate_anatomy(anatomy_rng, anatomy, plan_tumors(plan_rng, settings, split))
+    ph = generate_anatomy(anatomy_rng, anatomy, plan_tumors(plan_rng, settings, split, position))
     lps = bool(orient_rng.random() < settings.lps_fraction)
     _write_case(ph, root, cid, split, lps)
     report_tumors = [
@@ -204,6 +221,7 @@ def generate_dataset(
     mask_healthy_fraction: float | None = None,
     phase_weights: tuple[float, float, float] = (0.7, 0.15, 0.15),
     mask_phase_weights: tuple[float, float, float] | None = None,
+    mask_cover_locations: bool = False,
     max_tumors: int = 3,
     lps_fraction: float = 0.0,
     workers: int = 1,
@@ -217,6 +235,8 @@ def generate_dataset(
     annotated datasets are usually tumor-enriched; None = `healthy_fraction`); `max_tumors` per case;
     `phase_weights` (portal venous, arterial, non-contrast) and `mask_phase_weights` for the masks split
     alone (None = the same): masks from one site and reports/tests from another, as in R-Super's demo.
+    `mask_cover_locations`: the first tumor of the j-th mask CT is placed by `mask_location(j)` (organs and
+    their sub-segments in turn), so that a few mask CTs still show every location, as a large annotated set does.
     `lps_fraction` of the cases are written in LPS orientation (same world geometry).
     `progress` is called with each finished case id. A previous phantom dataset in `out_dir` is replaced;
     any other non-empty folder raises ``FileExistsError``.
@@ -235,14 +255,14 @@ def generate_dataset(
         ),
         tumor_diameter_mm=diameters, healthy_fraction=healthy_fraction, mask_healthy_fraction=mask_healthy_fraction,
         mask_phase_weights=None if mask_phase_weights is None else tuple(float(w) for w in mask_phase_weights),
-        max_tumors=max_tumors,
+        mask_cover_locations=mask_cover_locations, max_tumors=max_tumors,
         lps_fraction=lps_fraction,
     )
     root = Path(out_dir)
     _prepare_out_dir(root)
     jobs = [("masks", n_mask), ("reports", n_report), ("test", n_test)]
-    splits = [split for split, n in jobs for _ in range(n)]
-    args = [(root, i, split, seed, settings) for i, split in enumerate(splits)]
+    splits = [(split, k) for split, n in jobs for k in range(n)]
+    args = [(root, i, split, seed, settings, k) for i, (split, k) in enumerate(splits)]
     start = time.perf_counter()
     results: list[dict] = []
     if workers > 1 and len(args) > 1:
