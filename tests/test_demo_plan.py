@@ -77,3 +77,12 @@ def test_resuming_with_another_plan_is_a_clear_error(tmp_path):
     check_same_plan(dataclasses.replace(plan, parallel_stage2=False, device="cpu"))  # how it runs, not what
     with pytest.raises(ValueError, match="stage2_steps: 1200 -> 400"):
         check_same_plan(dataclasses.replace(plan, stage2_steps=400))
+
+
+def test_resuming_a_run_of_an_older_plan_without_a_newer_field_is_a_clear_error(tmp_path):
+    plan = DemoPlan.default(tmp_path)
+    written = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(plan).items()}
+    del written["mask_cover_locations"]  # an rsuper version before that field
+    (tmp_path / "demo_plan.json").write_text(json.dumps(written))
+    with pytest.raises(ValueError, match=r"mask_cover_locations: \(not recorded\) -> False"):
+        check_same_plan(plan)

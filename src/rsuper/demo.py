@@ -62,6 +62,9 @@ class DemoPlan:
     mask_healthy_fraction: float = 0.0
     mask_phase_weights: tuple[float, float, float] = (1.0, 0.0, 0.0)
     phase_weights: tuple[float, float, float] = (0.4, 0.3, 0.3)
+    # True: the mask CTs' first tumors visit the organs and their sub-segments in turn (pancreas head, body, tail,
+    # ...). Measured over 3 seeds (BENCHMARKS.md, session 6): pancreas gains, liver collapses on one seed; off.
+    mask_cover_locations: bool = False
     model: str = "dynunet_small"
     patch_size: tuple[int, int, int] = (48, 48, 48)
     batch_size: int = 2
@@ -140,7 +143,8 @@ def _generate(plan: DemoPlan, log: Log) -> Path:
     generate_dataset(data, n_mask=plan.n_mask, n_report=plan.n_report, n_test=plan.n_test,
                      spacing_mm=plan.spacing_mm, seed=plan.seed, tumor_contrast_hu=plan.tumor_contrast_hu,
                      noise_sd_hu=plan.noise_sd_hu, mask_healthy_fraction=plan.mask_healthy_fraction,
-                     phase_weights=plan.phase_weights, mask_phase_weights=plan.mask_phase_weights)
+                     phase_weights=plan.phase_weights, mask_phase_weights=plan.mask_phase_weights,
+                     mask_cover_locations=plan.mask_cover_locations)
     return data
 
 
@@ -250,10 +254,12 @@ def check_same_plan(plan: DemoPlan) -> None:
     if not path.is_file():
         return
     before = DemoPlan.load(path)
-    changed = [f.name for f in fields(DemoPlan)
-               if f.name not in EXECUTION_ONLY_FIELDS and getattr(before, f.name) != getattr(plan, f.name)]
+    written = set(json.loads(path.read_text()))  # a field it lacks came after that run: its value is unknown
+    changed = [f.name for f in fields(DemoPlan) if f.name not in EXECUTION_ONLY_FIELDS
+               and (f.name not in written or getattr(before, f.name) != getattr(plan, f.name))]
     if changed:
-        detail = ", ".join(f"{name}: {getattr(before, name)!r} -> {getattr(plan, name)!r}" for name in changed)
+        was = {name: repr(getattr(before, name)) if name in written else "(not recorded)" for name in changed}
+        detail = ", ".join(f"{name}: {was[name]} -> {getattr(plan, name)!r}" for name in changed)
         raise ValueError(f"{plan.out} holds a demo run with another plan ({detail}); its finished steps would be "
                          "reused. Use a new --out (or delete the folder to start over).")
 
