@@ -52,7 +52,8 @@ def _precision(score: torch.Tensor, region: np.ndarray, lesion: np.ndarray, diam
 
 def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
     """One row per true report-split tumor: organ, location, diameter (mm), the network's highest probability
-    inside the tumor, and the pseudo-label precision of the network and of darkness."""
+    inside the case's lesion mask of that organ (the tumor itself for the pancreas, at most one per case; all the
+    organ's tumors for kidney and liver), and the pseudo-label precision of the network and of darkness."""
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, use_ema=True).eval()
     names, patch = payload["class_names"], tuple(payload["patch_size"])
@@ -75,7 +76,7 @@ def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
             channel = prob[names.index(tumor["lesion class"])]
             rows.append({
                 "case": case, "organ": tumor["organ"], "location": tumor["location"], "diameter_mm": diameters[0],
-                "max_p_in_tumor": float(channel[torch.from_numpy(lesion)].max()),
+                "max_p_in_lesion_mask": float(channel[torch.from_numpy(lesion)].max()),
                 "network": _precision(channel, region, lesion, diameters, cached.spacing_mm),
                 "darkest_ball": _precision(dark, region, lesion, diameters, cached.spacing_mm),
             })

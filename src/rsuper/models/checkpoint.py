@@ -80,11 +80,11 @@ def make_payload(
     }
 
 
-
 def untrained_classes_of(payload: Mapping[str, Any]) -> tuple[str, ...]:
     """Classes a payload records as never supervised (0 labelled voxels); () when it has no record."""
     counts = payload.get("supervised_voxels") or {}
     return tuple(canonical_class_name(c) for c, n in counts.items() if n == 0)
+
 
 def validate_payload(payload: Any, source: str = "payload") -> None:
     """Raises :class:`CheckpointError` unless ``payload`` is a usable contract-8 dict."""
