@@ -245,10 +245,11 @@ def test_mask_cases_can_cover_every_location_without_changing_the_other_splits(t
     drawn = pd.read_csv(tmp_path / "drawn" / "gold" / "tumors_truth.csv")
     cover = pd.read_csv(tmp_path / "cover" / "gold" / "tumors_truth.csv")
     first = cover[cover["split"] == "masks"].groupby("BDMAP ID").first()
-    # The first tumor of mask case j sits at mask_location(j): organs in turn, sub-segments most frequent first.
+    # The first tumor of mask case j sits at mask_location(j): organs in turn, the one with most sub-segments
+    # first; each organ's sub-segments most frequent first.
     assert list(zip(first["organ"], first["location"])) == [
-        ("pancreas", "head"), ("kidney", "left"), ("liver", "segment 7"),
-        ("pancreas", "body"), ("kidney", "right"), ("liver", "segment 8"),
+        ("liver", "segment 7"), ("pancreas", "head"), ("kidney", "left"),
+        ("liver", "segment 8"), ("pancreas", "body"), ("kidney", "right"),
     ]
     others = ["BDMAP ID", "organ", "location", "diameters (mm)"]
     pd.testing.assert_frame_equal(drawn[drawn["split"] != "masks"][others].reset_index(drop=True),

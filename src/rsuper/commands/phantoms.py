@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
         ),
         mask_cover_locations: bool = typer.Option(
             False, "--mask-cover-locations",
-            help="The first tumor of each mask case visits organs and their sub-segments in turn (pancreas head, "
-            "kidney left, liver segment 7, pancreas body, ...), so a few mask cases show every location.",
+            help="The first tumor of each mask case visits organs and their sub-segments in turn (liver segment 7, "
+            "pancreas head, kidney left, liver segment 8, ...), so a few mask cases show every location.",
         ),
         lps_fraction: float = typer.Option(
             0.0, "--lps-fraction", min=0.0, max=1.0, help="Share of cases written in LPS orientation."

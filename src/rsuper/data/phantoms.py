@@ -86,7 +86,9 @@ def case_id(index: int) -> str:
 
 def mask_location(position: int, organs: list[str]) -> tuple[str, str]:
     """(organ, sub-segment) of the ``position``-th mask CT when mask CTs cover every location: organs in turn,
-    and each organ's sub-segments in turn, most frequent first (pancreas head, body, tail; ...)."""
+    those with more sub-segments first (liver, pancreas, kidney), and each organ's sub-segments in turn, most
+    frequent first (liver segment 7, 8, ...; pancreas head, body, tail; ...)."""
+    organs = sorted(organs, key=lambda o: -len(_TOKEN_WEIGHTS[o][0]))
     organ = organs[position % len(organs)]
     tokens, weights = _TOKEN_WEIGHTS[organ]
     by_frequency = [tok for _, tok in sorted(zip(weights, tokens), key=lambda wt: -wt[0])]
