@@ -61,7 +61,7 @@ def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
     rows = []
     for case, tumors in truth[truth["split"] == "reports"].groupby("BDMAP ID"):
         cached = load_cached_case(root / "cache", case)
-        image = torch.from_numpy(np.asarray(cached.image, dtype=np.float32))[None, None]
+        image = torch.from_numpy(np.array(cached.image, dtype=np.float32))[None, None]  # a copy: the cache is read-only
         with torch.no_grad():
             logits = sliding_window_inference(image, patch, 4, infer_logits_fn(model), overlap=0.5, mode="gaussian")
         prob = torch.sigmoid(logits)[0]
