@@ -234,7 +234,7 @@ def test_unconfident_sample_gets_no_ball_loss() -> None:
     two = [torch.cat([t[:1], t[:1]]) for t in (region, unknown, diameters, volumes)]
     gated = ball_loss(batch, *two, ISO, min_confidence=0.2)
     confident_only = ball_loss(logits[:1], region[:1], unknown[:1], diameters[:1], volumes[:1], ISO)
-    assert float(gated) == pytest.approx(float(confident_only), rel=1e-6)
+    assert gated.item() == pytest.approx(confident_only.item(), rel=1e-6)
     gated.backward()
     assert float(batch.grad[1].abs().max()) == 0.0
     assert float(ball_loss(blind[:1], *[t[:1] for t in (region, unknown, diameters, volumes)], ISO)) > 0  # ungated
