@@ -100,7 +100,8 @@ def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     final, aux, batch = _batch()
     final, aux = final.detach(), aux.detach()
     out = ReportSupervisedLoss(ISO, report_weight=0.1)(final, aux, batch)
-    assert set(out) == {"total", "seg_final", "seg_aux", "ball", "volume"}
+    assert set(out) == {"total", "seg_final", "seg_aux", "ball", "volume", "absence"}
+    assert out["absence"].item() == 0.0  # off by default: the paper's combination
     args = (batch["unknown"], ISO)
     assert float(out["seg_final"]) == pytest.approx(float(segmentation_loss(final, batch["label"], *args)), rel=1e-5)
     assert float(out["seg_aux"]) == pytest.approx(float(segmentation_loss(aux, batch["label"], *args)), rel=1e-5)

@@ -100,6 +100,11 @@ class TrainConfig(BaseModel):
     ball_region_background: bool = Field(
         True, description="Ball Loss 'not tumor' on the rest of the tumor's sub-segment (paper); false: known voxels only"
     )
+    absence_weight: float = Field(
+        0.0, ge=0, description="wa of the Absence Loss (not in the paper): report samples' top tumor-like "
+        "known-negative blob pushed to 0; 0 = off"
+    )
+    absence_volume_mm3: float = Field(300.0, gt=0, description="size of that blob, mm³ (CT-level detection threshold)")
     lesion_pooled_dice: bool = Field(
         False, description="extra Dice over all lesion channels together: healthy organs' false positives count"
     )

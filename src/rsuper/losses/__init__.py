@@ -4,6 +4,7 @@ Tensors are (B, C, X, Y, Z); ``spacing_mm`` is a 3-tuple in mm in the array's ax
 volumes and diameters are (B, T) padded with 0. See docs/losses.md.
 """
 
+from rsuper.losses.absence import absence_loss
 from rsuper.losses.ball import BallLoss, BallPseudoLabels, ball_loss, ball_pseudo_labels, rank_weights
 from rsuper.losses.combine import ReportSupervisedLoss
 from rsuper.losses.geometry import (
@@ -24,6 +25,7 @@ __all__ = [
     "ReportRegion",
     "ReportSupervisedLoss",
     "VolumeLoss",
+    "absence_loss",
     "ball_loss",
     "ball_pseudo_labels",
     "ball_voxel_count",

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from rsuper.losses.absence import ABSENCE_VOLUME_MM3, absence_loss
 from rsuper.losses.ball import BORDER_DILATION_MM, VolumeMode, ball_loss_in_region
 from rsuper.losses.geometry import Spacing, check_spacing
 from rsuper.losses.region import REGION_DILATION_MM, report_region
@@ -17,7 +18,7 @@ BATCH_KEYS = ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameter
 
 
 class ReportSupervisedLoss(nn.Module):
-    """``total = 0.5 Seg(final) + 0.5 Seg(aux) + report_weight * 0.5 * (wb Ball(final) + wv Vol(aux))``.
+    """``total = 0.5 Seg(final) + 0.5 Seg(aux) + report_weight * 0.5 * (wb Ball(final) + wv Vol(aux) + wa Abs(final))``.
 
     The paper's default: Ball Loss on the final output, Volume Loss on the deep-supervision output.
     Known voxels and the dilated region are computed once per call and shared by all terms.
@@ -39,11 +40,16 @@ class ReportSupervisedLoss(nn.Module):
             the paper); False: only known voxels, so a ball on healthy tissue cannot suppress the real tumor.
         pooled_dice_channels: channels that get one more, joint Dice term in the segmentation loss (see
             :func:`masked_bce_dice`); ``None``: the paper's per-channel Dice only.
+        absence_weight: wa of the Absence Loss (:mod:`rsuper.losses.absence`, not in the paper: report
+            samples' most tumor-like known-negative blob of ``absence_volume_mm3`` pushed toward 0 in every
+            lesion channel of ``lesion_channels``); 0 (default) = the paper's losses only.
+        absence_volume_mm3: size of that blob, mm³ (the CT-level detection threshold).
 
     Call: ``loss_fn(final_logits, aux_logits, batch)`` with logits (B, C, X, Y, Z) (float32 or bfloat16)
     and ``batch`` holding ``label``, ``unknown``, ``region`` (B, C, X, Y, Z) and ``tumor_volumes_mm3``,
-    ``tumor_diameters_mm`` (B, T). Returns a dict of scalar float32 tensors
-    ``total``, ``seg_final``, ``seg_aux``, ``ball``, ``volume`` (only ``total`` needs ``backward``).
+    ``tumor_diameters_mm`` (B, T), and with ``absence_weight > 0`` ``is_report`` (B,) bool. Returns a dict of
+    scalar float32 tensors ``total``, ``seg_final``, ``seg_aux``, ``ball``, ``volume``, ``absence`` (only
+    ``total`` needs ``backward``).
     """
 
     def __init__(
@@ -64,6 +70,8 @@ class ReportSupervisedLoss(nn.Module):
         pooled_dice_channels: Sequence[int] | None = None,
         ball_min_confidence: float = 0.0,
         ball_region_background: bool = True,
+        absence_weight: float = 0.0,
+        absence_volume_mm3: float = ABSENCE_VOLUME_MM3,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -82,13 +90,18 @@ class ReportSupervisedLoss(nn.Module):
         self.pooled_dice_channels = None if pooled_dice_channels is None else list(pooled_dice_channels)
         self.ball_min_confidence = ball_min_confidence
         self.ball_region_background = ball_region_background
+        self.absence_weight = absence_weight
+        self.absence_volume_mm3 = absence_volume_mm3
+        if absence_weight > 0 and not self.lesion_channels:
+            raise ValueError("absence_weight > 0 needs lesion_channels (the channels the Absence Loss supervises)")
 
     def forward(
         self, final_logits: torch.Tensor, aux_logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        missing = [key for key in BATCH_KEYS if key not in batch]
+        needed = BATCH_KEYS + (("is_report",) if self.absence_weight > 0 and self.report_weight > 0 else ())
+        missing = [key for key in needed if key not in batch]
         if missing:
-            raise KeyError(f"batch is missing {missing}; ReportSupervisedLoss needs the keys {list(BATCH_KEYS)}")
+            raise KeyError(f"batch is missing {missing}; ReportSupervisedLoss needs the keys {list(needed)}")
         label, unknown, region = batch["label"], batch["unknown"], batch["region"]
         check_same_shape(final_logits, aux_logits=aux_logits, label=label, unknown=unknown, region=region)
         volumes, diameters = batch["tumor_volumes_mm3"], batch["tumor_diameters_mm"]
@@ -118,8 +131,15 @@ class ReportSupervisedLoss(nn.Module):
             volume = volume_loss_in_region(aux_logits, dilated, volumes, self.spacing_mm, self.tolerance, self.E)
         else:
             ball = volume = final_logits.float().sum() * 0.0
+        if self.report_weight > 0 and self.absence_weight > 0:
+            absence = absence_loss(final_logits, known, dilated.dilated, dilated.channel,
+                                   batch["is_report"].to(final_logits.device).bool(), self.lesion_channels or [],
+                                   self.spacing_mm, self.absence_volume_mm3)
+        else:
+            absence = final_logits.float().sum() * 0.0
         losses["ball"] = ball
         losses["volume"] = volume
-        report = self.ball_weight * ball + self.volume_weight * volume
+        losses["absence"] = absence
+        report = self.ball_weight * ball + self.volume_weight * volume + self.absence_weight * absence
         losses["total"] = 0.5 * seg_final + 0.5 * seg_aux + self.report_weight * 0.5 * report
         return losses

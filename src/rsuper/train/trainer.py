@@ -51,7 +51,7 @@ from rsuper.train.metrics import MetricsLog
 from rsuper.train.schedule import warmup_poly_scheduler
 
 TARGET_KEYS = ("label", "unknown", "region")
-LOSS_TERMS = ("total", "seg_final", "seg_aux", "ball", "volume")
+LOSS_TERMS = ("total", "seg_final", "seg_aux", "ball", "volume", "absence")
 StepCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -168,6 +168,8 @@ class Trainer:
             pooled_dice_channels=lesion_channels if config.lesion_pooled_dice else None,
             ball_min_confidence=config.ball_min_confidence,
             ball_region_background=config.ball_region_background,
+            absence_weight=config.absence_weight,
+            absence_volume_mm3=config.absence_volume_mm3,
         )
         self.step = 0
         if resume_payload is not None:
@@ -326,6 +328,7 @@ class Trainer:
         image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
         targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
+        targets["is_report"] = batch["is_report"].to(self.device)
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         )
