@@ -86,3 +86,11 @@ def test_resuming_a_run_of_an_older_plan_without_a_newer_field_is_a_clear_error(
     (tmp_path / "demo_plan.json").write_text(json.dumps(written))
     with pytest.raises(ValueError, match=r"mask_cover_locations: \(not recorded\) -> True"):
         check_same_plan(plan)
+
+
+def test_absence_loss_of_the_plan_reaches_stage_2_at_the_detection_volume(tmp_path):
+    plan = DemoPlan.default(tmp_path, seed=2)
+    arm = plan.train_config("R-Super", 2, 10, tmp_path / "stage1.pt", 0.5)
+    assert (arm.absence_weight, arm.absence_volume_mm3) == (plan.absence_weight, plan.volume_threshold_mm3)
+    assert arm.absence_weight > 0
+    assert plan.train_config("stage1", 1, 10, None, 0.0).effective_report_weight == 0.0  # inert in stage 1
