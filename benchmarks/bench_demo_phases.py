@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from bench_demo import markdown  # this folder is on sys.path when the script runs
 
 PHASE_PATTERNS = (("arterial", r"arterial phase"), ("non-contrast", r"without intravenous contrast|non-contrast"),
                   ("portal venous", r"portal venous phase"))
@@ -64,14 +65,6 @@ def by_phase(demo: Path) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"{demo}/compare/*/per_case.csv not found: is the demo finished?")
     return pd.DataFrame(rows)
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown needs the optional tabulate package)."""
-    head = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "---|" * len(table.columns)
-    body = ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
 
 
 def main() -> None:
