@@ -1,4 +1,4 @@
-"""Where a demo's CT-level errors are: sensitivity, specificity and false-positive volume per CT phase.
+"""Where a demo's CT-level errors are: true and false positives and false-positive volume per CT phase.
 
 The demo's mask CTs are all portal-venous while its report and test CTs mix portal-venous, arterial and
 non-contrast CTs ("two sites"), so a model's false positives may sit in the phases the masks never showed.

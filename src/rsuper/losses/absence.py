@@ -77,12 +77,11 @@ def absence_loss(
     in_region = channels.view(1, -1) == region_channel[is_report].view(-1, 1)  # (R, L)
     region = region_dilated[is_report].flatten(1).unsqueeze(1) > 0.5  # (R, 1, N)
     supervised &= ~(region & in_region.unsqueeze(2))
-    counts = supervised.sum(dim=2)  # (R, L)
     masked = z.masked_fill(~supervised, float("-inf"))
-    top = masked.topk(min(k, masked.shape[2]), dim=2).values  # (R, L, k)
+    top = masked.topk(min(k, masked.shape[2]), dim=2).values  # (R, L, k), -inf where fewer are supervised
     taken = torch.isfinite(top)
     per_pair = (F.softplus(top.masked_fill(~taken, 0.0)) * taken).sum(dim=2) / taken.sum(dim=2).clamp(min=1)
-    contributes = counts > 0
+    contributes = taken[:, :, 0]  # the pair has at least one supervised voxel
     if not bool(contributes.any()):
         return z_all.sum() * 0.0
     return per_pair[contributes].mean()

@@ -18,7 +18,7 @@ BATCH_KEYS = ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameter
 
 
 class ReportSupervisedLoss(nn.Module):
-    """``total = 0.5 Seg(final) + 0.5 Seg(aux) + report_weight * 0.5 * (wb Ball(final) + wv Vol(aux) + wa Abs(final))``.
+    """``total = 0.5 Seg(final) + 0.5 Seg(aux) + λ * 0.5 * (wb Ball(final) + wv Vol(aux) + wa Abs(final))``.
 
     The paper's default: Ball Loss on the final output, Volume Loss on the deep-supervision output.
     Known voxels and the dilated region are computed once per call and shared by all terms.
