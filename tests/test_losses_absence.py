@@ -61,9 +61,28 @@ def test_unknown_voxels_and_the_region_of_its_own_channel_are_left_alone():
     loss.backward()
     assert logits.grad[0, 1, 0, 0, 0] == 0 and logits.grad[0, 1, 7, 7, 7] == 0
     assert logits.grad[0, 2, 7, 7, 7] > 0
-    low, high = F.softplus(torch.tensor(-6.0)), F.softplus(torch.tensor(8.0))
-    expected = (low + (high + 4 * low) / 5) / 2  # channel 1: five -6 voxels; channel 2: the +8 and four -6
+    # channel 1: five -6 voxels (below 0.5: left alone); channel 2: the +8 and four -6 voxels.
+    expected = (0.0 + F.softplus(torch.tensor(8.0)) / 5) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_voxels_no_longer_called_tumor_are_left_alone_unless_min_prob_is_zero():
+    logits, known, region, channel = _inputs(batch=1, channels=2)
+    blob = torch.tensor([2.0, 1.0, 0.0, -1.0, -2.0])  # probabilities 0.88, 0.73, 0.5, 0.27, 0.12
+    logits[0, 1, 0, 0, :5] = blob
+    logits.requires_grad_(True)
+    is_report = torch.tensor([True])
+    loss = absence_loss(logits, known, region, channel, is_report, [1], SPACING, 300.0)  # min_prob 0.5
+    assert loss.item() == pytest.approx(F.softplus(blob[:3]).sum().item() / 5, rel=1e-6)
+    loss.backward()
+    grad = logits.grad[0, 1, 0, 0, :5]
+    assert torch.count_nonzero(grad[:3]) == 3 and torch.count_nonzero(grad[3:]) == 0
+    always = absence_loss(logits, known, region, channel, is_report, [1], SPACING, 300.0, min_prob=0.0)
+    assert always.item() == pytest.approx(F.softplus(blob).mean().item(), rel=1e-6)
+    strict = absence_loss(logits, known, region, channel, is_report, [1], SPACING, 300.0, min_prob=0.8)
+    assert strict.item() == pytest.approx(F.softplus(blob[:1]).sum().item() / 5, rel=1e-6)
+    with pytest.raises(ValueError, match="min_prob"):
+        absence_loss(logits, known, region, channel, is_report, [1], SPACING, 300.0, min_prob=1.0)
 
 
 def test_no_report_sample_or_nothing_known_gives_zero_attached_to_the_graph():
@@ -90,8 +109,8 @@ def test_report_supervised_loss_adds_it_with_lambda_half_and_its_weight():
     with_absence = ReportSupervisedLoss(SPACING, report_weight=0.1, lesion_channels=[1, 2], absence_weight=2.0)(
         logits, logits, batch)
     assert base["absence"].item() == 0.0
-    # channel 1 of the report sample: all -6; channel 2: the blob of 5 voxels at +3.
-    expected = (F.softplus(torch.tensor(-6.0)) + F.softplus(torch.tensor(3.0))) / 2
+    # channel 1 of the report sample: all -6 (not called, left alone); channel 2: the blob of 5 voxels at +3.
+    expected = (0.0 + F.softplus(torch.tensor(3.0))) / 2
     assert with_absence["absence"].item() == pytest.approx(expected.item(), rel=1e-5)
     gained = with_absence["total"].item() - base["total"].item()
     assert gained == pytest.approx(0.1 * 0.5 * 2.0 * expected.item(), rel=1e-4)

@@ -105,6 +105,9 @@ class TrainConfig(BaseModel):
         "known-negative blob pushed to 0; 0 = off"
     )
     absence_volume_mm3: float = Field(300.0, gt=0, description="size of that blob, mm³ (CT-level detection threshold)")
+    absence_min_prob: float = Field(
+        0.5, ge=0, lt=1, description="Absence Loss leaves voxels below this probability alone (0 = always pushes)"
+    )
     lesion_pooled_dice: bool = Field(
         False, description="extra Dice over all lesion channels together: healthy organs' false positives count"
     )

@@ -14,8 +14,14 @@ Supervised voxels of sample b, lesion channel c: ``known[b, c]`` minus the dilat
 samples (``is_report`` False) get nothing: their lesion labels are exact and already in the segmentation loss,
 so the loss is a report loss only (a masks-only run is unchanged by it).
 
-Reduction: mean softplus(z) over the top-k voxels (fewer when a channel has fewer supervised voxels), mean
-over the (sample, lesion channel) pairs with at least one supervised voxel; 0 (attached to the graph) when
+Only voxels that would still be called tumor are pushed: a top-k voxel whose probability is already below
+``min_prob`` (default 0.5, the inference threshold) contributes 0. Without that stop (``min_prob=0``) the
+term keeps lowering the most tumor-like tissue of every healthy organ long after nothing is called there, and
+on the demo it took a lesion channel down with it (BENCHMARKS.md, demo section: seed 5 found no kidney tumor).
+
+Reduction: per (sample, lesion channel) pair, the sum of softplus(z) over its top-k voxels with
+sigmoid(z) >= ``min_prob``, divided by the number of top-k voxels (fewer than k when a channel has fewer
+supervised voxels); mean over the pairs with at least one supervised voxel; 0 (attached to the graph) when
 there is none.
 
 Example:
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 from rsuper.losses.geometry import Spacing, voxel_volume_mm3
 
 ABSENCE_VOLUME_MM3 = 300.0
+ABSENCE_MIN_PROB = 0.5
 
 
 def absence_voxel_count(volume_mm3: float, spacing_mm: Spacing) -> int:
@@ -51,6 +58,7 @@ def absence_loss(
     lesion_channels: Sequence[int],
     spacing_mm: Spacing,
     volume_mm3: float = ABSENCE_VOLUME_MM3,
+    min_prob: float = ABSENCE_MIN_PROB,
 ) -> torch.Tensor:
     """Mean BCE toward 0 of the k most tumor-like known-negative voxels per report sample and lesion channel.
 
@@ -63,11 +71,14 @@ def absence_loss(
         lesion_channels: the lesion channel indices.
         spacing_mm: voxel spacing in mm, array axis order.
         volume_mm3: size of the pushed-down blob, mm³ (k = ceil(volume / voxel volume)).
+        min_prob: top-k voxels below this probability are left alone (0: always pushed).
 
     Returns:
         Scalar float32 tensor (see the module docstring for the reduction).
     """
     z_all = logits.float()
+    if not 0.0 <= min_prob < 1.0:
+        raise ValueError(f"absence min_prob must be in [0, 1), got {min_prob}")
     if not lesion_channels or not bool(is_report.any()):
         return z_all.sum() * 0.0
     k = absence_voxel_count(volume_mm3, spacing_mm)
@@ -80,8 +91,10 @@ def absence_loss(
     masked = z.masked_fill(~supervised, float("-inf"))
     top = masked.topk(min(k, masked.shape[2]), dim=2).values  # (R, L, k), -inf where fewer are supervised
     taken = torch.isfinite(top)
-    per_pair = (F.softplus(top.masked_fill(~taken, 0.0)) * taken).sum(dim=2) / taken.sum(dim=2).clamp(min=1)
     contributes = taken[:, :, 0]  # the pair has at least one supervised voxel
+    min_logit = math.log(min_prob / (1.0 - min_prob)) if min_prob > 0 else -math.inf
+    pushed = taken & (top >= min_logit)
+    per_pair = (F.softplus(top.masked_fill(~taken, 0.0)) * pushed).sum(dim=2) / taken.sum(dim=2).clamp(min=1)
     if not bool(contributes.any()):
         return z_all.sum() * 0.0
     return per_pair[contributes].mean()

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from rsuper.losses.absence import ABSENCE_VOLUME_MM3, absence_loss
+from rsuper.losses.absence import ABSENCE_MIN_PROB, ABSENCE_VOLUME_MM3, absence_loss
 from rsuper.losses.ball import BORDER_DILATION_MM, VolumeMode, ball_loss_in_region
 from rsuper.losses.geometry import Spacing, check_spacing
 from rsuper.losses.region import REGION_DILATION_MM, report_region
@@ -44,6 +44,8 @@ class ReportSupervisedLoss(nn.Module):
             samples' most tumor-like known-negative blob of ``absence_volume_mm3`` pushed toward 0 in every
             lesion channel of ``lesion_channels``); 0 (default) = the paper's losses only.
         absence_volume_mm3: size of that blob, mm³ (the CT-level detection threshold).
+        absence_min_prob: the Absence Loss leaves voxels below this probability alone (0.5: only blobs that
+            would be called tumor are pushed; 0: always push).
 
     Call: ``loss_fn(final_logits, aux_logits, batch)`` with logits (B, C, X, Y, Z) (float32 or bfloat16)
     and ``batch`` holding ``label``, ``unknown``, ``region`` (B, C, X, Y, Z) and ``tumor_volumes_mm3``,
@@ -72,6 +74,7 @@ class ReportSupervisedLoss(nn.Module):
         ball_region_background: bool = True,
         absence_weight: float = 0.0,
         absence_volume_mm3: float = ABSENCE_VOLUME_MM3,
+        absence_min_prob: float = ABSENCE_MIN_PROB,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -92,6 +95,7 @@ class ReportSupervisedLoss(nn.Module):
         self.ball_region_background = ball_region_background
         self.absence_weight = absence_weight
         self.absence_volume_mm3 = absence_volume_mm3
+        self.absence_min_prob = absence_min_prob
         if absence_weight > 0 and not self.lesion_channels:
             raise ValueError("absence_weight > 0 needs lesion_channels (the channels the Absence Loss supervises)")
 
@@ -134,7 +138,7 @@ class ReportSupervisedLoss(nn.Module):
         if self.report_weight > 0 and self.absence_weight > 0:
             absence = absence_loss(final_logits, known, dilated.dilated, dilated.channel,
                                    batch["is_report"].to(final_logits.device).bool(), self.lesion_channels or [],
-                                   self.spacing_mm, self.absence_volume_mm3)
+                                   self.spacing_mm, self.absence_volume_mm3, self.absence_min_prob)
         else:
             absence = final_logits.float().sum() * 0.0
         losses["ball"] = ball

@@ -170,6 +170,7 @@ class Trainer:
             ball_region_background=config.ball_region_background,
             absence_weight=config.absence_weight,
             absence_volume_mm3=config.absence_volume_mm3,
+            absence_min_prob=config.absence_min_prob,
         )
         self.step = 0
         if resume_payload is not None:
