@@ -10,6 +10,11 @@ fields that only act after stage 1 (``stage2_steps``, ``report_weight``, ``volum
 (half the time). It is exact only for options that the masks-only arm does not use: ``report_weight`` and
 ``ball_weight`` also scale the Ball Loss background term that mask samples get, so say so when you use it.
 
+``--set n_report=N`` forks with another number of report CTs: the phantoms, extraction, organ masks and cache
+are made anew. The mask CTs are the same draws (case indices 0..n_mask-1), and stage 1 and masks-only never
+sample a report CT, so both are reused exactly (masks-only with ``--reuse-masks-only``); the test CTs come
+after the report CTs in the case numbering, so they are new draws and both arms are evaluated on them.
+
 Example:
     python benchmarks/bench_demo_ablation.py demo_out /tmp/no_ball --set ball_weight=0
 """
@@ -27,6 +32,7 @@ from rsuper.demo import DemoPlan, run_demo
 
 SHARED = ("data", "extract", "organs", "cache")
 STAGE2_PLAN_FIELDS = ("stage2_steps", "report_weight", "volume_threshold_mm3", "stage2_lr_factor")
+NEW_DATA_PLAN_FIELDS = ("n_report",)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -36,17 +42,20 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def fork_demo(base: Path, out: Path, reuse_masks_only: bool) -> None:
-    """Creates ``out`` with the base demo's inputs and stage-1 run (and masks-only arm when asked)."""
+def fork_demo(base: Path, out: Path, reuse_masks_only: bool, new_data: bool = False) -> None:
+    """Creates ``out`` with the base demo's stage-1 run (and masks-only arm when asked) and, unless
+    ``new_data``, its inputs and masks-only predictions."""
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new folder (a fork never overwrites results)")
-    for name in SHARED:
-        shutil.copytree(base / name, out / name, copy_function=_link_or_copy)
-    shutil.copy2(base / "reports_train.csv", out / "reports_train.csv")
+    if not new_data:
+        for name in SHARED:
+            shutil.copytree(base / name, out / name, copy_function=_link_or_copy)
+        shutil.copy2(base / "reports_train.csv", out / "reports_train.csv")
     shutil.copytree(base / "runs" / "stage1", out / "runs" / "stage1")
     if reuse_masks_only:
         shutil.copytree(base / "runs" / "masks-only", out / "runs" / "masks-only")
-        shutil.copytree(base / "predictions" / "masks-only", out / "predictions" / "masks-only")
+        if not new_data:
+            shutil.copytree(base / "predictions" / "masks-only", out / "predictions" / "masks-only")
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -69,9 +78,10 @@ def main() -> None:
     base_plan = DemoPlan.load(args.base / "demo_plan.json")
     if not (args.base / "runs" / "stage1" / "final.pt").is_file():
         parser.error(f"{args.base} has no finished stage 1; run `rsuper demo --out {args.base}` first")
-    fork_demo(args.base, args.out, args.reuse_masks_only)
     options = dict(args.options)
-    plan_fields = {k: options.pop(k) for k in STAGE2_PLAN_FIELDS if k in options}
+    plan_fields = {k: options.pop(k) for k in STAGE2_PLAN_FIELDS + NEW_DATA_PLAN_FIELDS if k in options}
+    new_data = any(k in plan_fields for k in NEW_DATA_PLAN_FIELDS)
+    fork_demo(args.base, args.out, args.reuse_masks_only, new_data)
     plan = dataclasses.replace(base_plan, out=args.out, stage2_options={**base_plan.stage2_options, **options},
                                parallel_stage2=not args.reuse_masks_only, **plan_fields)
     result = run_demo(plan)
