@@ -100,7 +100,7 @@ def make_cache(cache: Path, n_mask: int = 2, report_cache: Path | None = None) -
         "r_multi": CaseFindings(
             case_id="r_multi",
             lesions=[
-                Lesion(organ="pancreas", location=["body", "tail"], size_mm=[11, 10]),
+                Lesion(organ="pancreas", location=["body", "tail"], size_mm=[11, 10], attenuation="hypo"),
                 Lesion(organ="kidney", location=["left"], size_mm=[8]),
                 Lesion(organ="liver", location=[], size_mm=None),
             ],

@@ -100,6 +100,10 @@ class TrainConfig(BaseModel):
     ball_region_background: bool = Field(
         True, description="Ball Loss 'not tumor' on the rest of the tumor's sub-segment (paper); false: known voxels only"
     )
+    ball_attenuation_weight: float = Field(
+        0.0, ge=0, description="Ball Loss search adds this x the darkness rank inside the group for tumors the "
+        "report calls hypoattenuating (not in the paper; 0 = off)"
+    )
     absence_weight: float = Field(
         0.0, ge=0, description="wa of the Absence Loss (not in the paper): report samples' top tumor-like "
         "known-negative blob pushed to 0; 0 = off"

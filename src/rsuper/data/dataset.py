@@ -8,7 +8,8 @@ with a fixed mask:report mix, different per DDP rank.
 
 A sample is a dict:
     image (1, X, Y, Z) float32 normalised CT; label, unknown, region (C, X, Y, Z) uint8 (the trainer casts
-    them to float); tumor_volumes_mm3, tumor_diameters_mm (T,) float32, 0-padded, largest first;
+    them to float); tumor_volumes_mm3, tumor_diameters_mm, tumor_hypoattenuating (T,) float32, 0-padded,
+    largest first (the last 1 where the report calls the tumor hypoattenuating);
     is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
 
 Example:
@@ -167,6 +168,8 @@ class TrainingDataset(Dataset):
         diameters = np.zeros(self.max_tumors, np.float32)
         volumes[: len(choice.volumes_mm3)] = choice.volumes_mm3
         diameters[: len(choice.diameters_mm)] = choice.diameters_mm
+        hypo = np.zeros(self.max_tumors, np.float32)
+        hypo[: len(choice.hypoattenuating)] = choice.hypoattenuating
         augmented = mirrored = False
         image_t = torch.from_numpy(image)[None]
         targets_t = torch.from_numpy(targets)
@@ -183,6 +186,7 @@ class TrainingDataset(Dataset):
             "region": region,
             "tumor_volumes_mm3": torch.from_numpy(volumes),
             "tumor_diameters_mm": torch.from_numpy(diameters),
+            "tumor_hypoattenuating": torch.from_numpy(hypo),
             "is_report": bool(case.is_report),
             "case_id": case.case_id,
             "choice": json.dumps({**json.loads(choice.to_json()), "augmented": augmented, "mirrored": mirrored}),

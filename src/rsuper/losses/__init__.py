@@ -5,6 +5,7 @@ volumes and diameters are (B, T) padded with 0. See docs/losses.md.
 """
 
 from rsuper.losses.absence import absence_loss
+from rsuper.losses.attenuation import darkness_rank
 from rsuper.losses.ball import BallLoss, BallPseudoLabels, ball_loss, ball_pseudo_labels, rank_weights
 from rsuper.losses.combine import ReportSupervisedLoss
 from rsuper.losses.geometry import (
@@ -29,6 +30,7 @@ __all__ = [
     "ball_loss",
     "ball_pseudo_labels",
     "ball_voxel_count",
+    "darkness_rank",
     "dilate_mm",
     "ellipsoid_kernel",
     "fft_ball_sum",

@@ -27,6 +27,11 @@ below ``min_confidence`` gets no Ball Loss that step: a ball placed on healthy t
 "tumor" there and, through the background of R, "not tumor" on the real tumor. The Volume Loss and the
 segmentation loss still apply to it.
 
+Also beyond METHOD.md (``prior_weight`` > 0, off by default): for a tumor that the report calls
+hypoattenuating, steps 2a and 2c search q + prior_weight * darkness instead of q, where darkness is each
+group voxel's darkness rank (:mod:`rsuper.losses.attenuation`); a network that does not see the tumor yet
+then places the ball on the darkest part of the group instead of anywhere.
+
 Also beyond METHOD.md (``region_background=False``, default True): Pi = (P | known_g) minus border, so the
 tumor's own sub-segment outside Bg gets no "not tumor". A wrong ball then teaches a false positive but does not
 suppress the real tumor through this term (BENCHMARKS.md, demo section: on the demo it does not help).
@@ -95,15 +100,18 @@ def _normalised_distance2(diameter_mm: float, spacing_mm: Spacing, device: torch
     return (gx**2 + gy**2 + gz**2) / radius**2
 
 
-def _tumor_order(volumes_mm3: torch.Tensor, diameters_mm: torch.Tensor) -> list[tuple[float, float]]:
-    """(volume mm^3, diameter mm) of one sample's tumors, largest volume first; a missing diameter
-    becomes the diameter of the sphere of that volume."""
+def _tumor_order(
+    volumes_mm3: torch.Tensor, diameters_mm: torch.Tensor, use_prior: torch.Tensor | None
+) -> list[tuple[float, float, bool]]:
+    """(volume mm^3, diameter mm, use the darkness prior) of one sample's tumors, largest volume first; a
+    missing diameter becomes the diameter of the sphere of that volume."""
+    flags = [False] * volumes_mm3.numel() if use_prior is None else [bool(f > 0.5) for f in use_prior.tolist()]
     tumors = []
-    for volume, diameter in zip(volumes_mm3.tolist(), diameters_mm.tolist()):
+    for volume, diameter, flag in zip(volumes_mm3.tolist(), diameters_mm.tolist(), flags):
         if volume > 0:
             if diameter <= 0:
                 diameter = (6.0 * volume / math.pi) ** (1.0 / 3.0)
-            tumors.append((float(volume), float(diameter)))
+            tumors.append((float(volume), float(diameter), flag))
     return sorted(tumors, key=lambda t: -t[0])
 
 
@@ -117,6 +125,9 @@ def ball_pseudo_labels(
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     border_dilation_mm: float = BORDER_DILATION_MM,
+    prior: torch.Tensor | None = None,
+    prior_tumors: torch.Tensor | None = None,
+    prior_weight: float = 0.0,
 ) -> BallPseudoLabels:
     """Build the Ball Loss pseudo-labels (steps 1-3 of the module docstring).
 
@@ -129,7 +140,12 @@ def ball_pseudo_labels(
         margin: m, relative margin of the enlarged ball and of the positive / extended sets.
         volume_mode: ``"report"`` (N = reported volume) or ``"rsuper_code"`` (N = max(N, |ball(D)| - 1)).
         border_dilation_mm: dilation of the extended set that defines Bg, mm.
+        prior: optional (B, X, Y, Z) darkness prior in [0, 1] (:func:`rsuper.losses.attenuation.darkness_rank`).
+        prior_tumors: optional (B, T) {0, 1}, aligned with ``volumes_mm3``: tumors whose search adds the prior.
+        prior_weight: weight of the prior in the search field (0 = METHOD.md's search on q alone).
     """
+    if (prior is None) != (prior_tumors is None):
+        raise ValueError("prior and prior_tumors go together: give both or neither")
     if volume_mode not in ("report", "rsuper_code"):
         raise ValueError(f"volume_mode must be 'report' or 'rsuper_code', got {volume_mode!r}")
     spacing = check_spacing(spacing_mm)
@@ -142,18 +158,21 @@ def ball_pseudo_labels(
     inside = region_dilated > 0.5
     for b in range(batch):
         box = bounding_box(inside[b])
-        tumors = _tumor_order(volumes_mm3[b], diameters_mm[b])
+        use_prior = prior_tumors[b] if prior_tumors is not None and prior_weight > 0 else None
+        tumors = _tumor_order(volumes_mm3[b], diameters_mm[b], use_prior)
         if box is None or not tumors:
             continue
         q = prob[b].float() * inside[b]
         available = inside[b].clone()
-        for volume, diameter in tumors:
+        for volume, diameter, with_prior in tumors:
+            search = q + prior_weight * prior[b] * available if with_prior and prior is not None else q
             ball = ellipsoid_kernel(diameter, spacing, q.device)
-            ball_sum = fft_ball_sum(q[box].unsqueeze(0), ball)[0]
+            ball_sum = fft_ball_sum(search[box].unsqueeze(0), ball)[0]
             local = torch.unravel_index(torch.argmax(ball_sum), ball_sum.shape)
             centre = tuple(int(i) + s.start for i, s in zip(local, box))
             centres[b].append(centre)  # type: ignore[arg-type]
-            mean_q = (ball_sum[local] / ball.sum()).clamp(0.0, 1.0)
+            q_sum = ball_sum if search is q else fft_ball_sum(q[box].unsqueeze(0), ball)[0]
+            mean_q = (q_sum[local] / ball.sum()).clamp(0.0, 1.0)
             confidence[b] = torch.minimum(confidence[b], mean_q)
 
             big_diameter = (1.0 + margin) * diameter
@@ -175,7 +194,7 @@ def ball_pseudo_labels(
             n_pos = max(1, _round_half_up((1.0 - margin) * n_prime))
             n_ext = min(max(n_pos, _round_half_up((1.0 + margin) * n_prime)), n_candidates)
 
-            key = torch.where(candidates, q[window] - _TIE_BREAK * d2, torch.full_like(d2, -math.inf))
+            key = torch.where(candidates, search[window] - _TIE_BREAK * d2, torch.full_like(d2, -math.inf))
             order = torch.topk(key.flatten(), n_ext).indices
             ext_local = torch.zeros(key.numel(), dtype=torch.bool, device=q.device)
             ext_local[order] = True
@@ -224,6 +243,9 @@ def ball_loss_in_region(
     target: torch.Tensor | None = None,
     min_confidence: float = 0.0,
     region_background: bool = True,
+    prior: torch.Tensor | None = None,
+    prior_tumors: torch.Tensor | None = None,
+    prior_weight: float = 0.0,
 ) -> torch.Tensor:
     """Ball Loss for a precomputed :class:`ReportRegion` and known mask ``known`` (B, C, X, Y, Z).
 
@@ -232,13 +254,15 @@ def ball_loss_in_region(
     ``region_background``, Pi = (P | known_g) minus border: the region's own voxels outside Bg are not supervised.
     Per sample without a region, only when ``lesion_channels`` is given: mean BCE toward 0 over the known
     voxels of those channels (excluding ``target`` positives when ``target`` is given).
+    ``prior``, ``prior_tumors``, ``prior_weight``: the hypoattenuation prior of :func:`ball_pseudo_labels`.
     Returns the mean over the contributing samples (0, attached to the graph, when none contributes).
     """
     z_all = logits.float()
     z = select_channel(z_all, region.channel)
     p = torch.sigmoid(z)
     labels = ball_pseudo_labels(
-        p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin, volume_mode, border_dilation_mm
+        p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin, volume_mode, border_dilation_mm,
+        prior, prior_tumors, prior_weight,
     )
     pos = labels.positive
     supervised = pos | (select_channel(known, region.channel) > 0.5)

@@ -8,13 +8,15 @@ import torch
 from torch import nn
 
 from rsuper.losses.absence import ABSENCE_MIN_PROB, ABSENCE_VOLUME_MM3, absence_loss
+from rsuper.losses.attenuation import darkness_rank
 from rsuper.losses.ball import BORDER_DILATION_MM, VolumeMode, ball_loss_in_region
 from rsuper.losses.geometry import Spacing, check_spacing
-from rsuper.losses.region import REGION_DILATION_MM, report_region
+from rsuper.losses.region import REGION_DILATION_MM, report_region, select_channel
 from rsuper.losses.segmentation import UNKNOWN_DILATION_MM, check_same_shape, known_mask, masked_bce_dice
 from rsuper.losses.volume import VOLUME_E_MM3, volume_loss_in_region
 
 BATCH_KEYS = ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameters_mm")
+ATTENUATION_KEYS = ("image", "tumor_hypoattenuating")
 
 
 class ReportSupervisedLoss(nn.Module):
@@ -38,6 +40,8 @@ class ReportSupervisedLoss(nn.Module):
             (0, the paper: always; see :mod:`rsuper.losses.ball`).
         ball_region_background: the Ball Loss pushes the region's voxels outside the balls toward 0 (True,
             the paper); False: only known voxels, so a ball on healthy tissue cannot suppress the real tumor.
+        ball_attenuation_weight: weight of the hypoattenuation prior in the Ball Loss search of tumors the
+            report calls hypoattenuating (:mod:`rsuper.losses.attenuation`, not in the paper); 0 (default) = off.
         pooled_dice_channels: channels that get one more, joint Dice term in the segmentation loss (see
             :func:`masked_bce_dice`); ``None``: the paper's per-channel Dice only.
         absence_weight: wa of the Absence Loss (:mod:`rsuper.losses.absence`, not in the paper: report
@@ -49,7 +53,8 @@ class ReportSupervisedLoss(nn.Module):
 
     Call: ``loss_fn(final_logits, aux_logits, batch)`` with logits (B, C, X, Y, Z) (float32 or bfloat16)
     and ``batch`` holding ``label``, ``unknown``, ``region`` (B, C, X, Y, Z) and ``tumor_volumes_mm3``,
-    ``tumor_diameters_mm`` (B, T), and with ``absence_weight > 0`` ``is_report`` (B,) bool. Returns a dict of
+    ``tumor_diameters_mm`` (B, T), with ``absence_weight > 0`` ``is_report`` (B,) bool, and with
+    ``ball_attenuation_weight > 0`` ``image`` (B, 1, X, Y, Z) and ``tumor_hypoattenuating`` (B, T) {0, 1}. Returns a dict of
     scalar float32 tensors ``total``, ``seg_final``, ``seg_aux``, ``ball``, ``volume``, ``absence`` (only
     ``total`` needs ``backward``).
     """
@@ -72,6 +77,7 @@ class ReportSupervisedLoss(nn.Module):
         pooled_dice_channels: Sequence[int] | None = None,
         ball_min_confidence: float = 0.0,
         ball_region_background: bool = True,
+        ball_attenuation_weight: float = 0.0,
         absence_weight: float = 0.0,
         absence_volume_mm3: float = ABSENCE_VOLUME_MM3,
         absence_min_prob: float = ABSENCE_MIN_PROB,
@@ -93,6 +99,7 @@ class ReportSupervisedLoss(nn.Module):
         self.pooled_dice_channels = None if pooled_dice_channels is None else list(pooled_dice_channels)
         self.ball_min_confidence = ball_min_confidence
         self.ball_region_background = ball_region_background
+        self.ball_attenuation_weight = ball_attenuation_weight
         self.absence_weight = absence_weight
         self.absence_volume_mm3 = absence_volume_mm3
         self.absence_min_prob = absence_min_prob
@@ -102,7 +109,9 @@ class ReportSupervisedLoss(nn.Module):
     def forward(
         self, final_logits: torch.Tensor, aux_logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        needed = BATCH_KEYS + (("is_report",) if self.absence_weight > 0 and self.report_weight > 0 else ())
+        report_terms = self.report_weight > 0
+        needed = BATCH_KEYS + (("is_report",) if self.absence_weight > 0 and report_terms else ()) \
+            + (ATTENUATION_KEYS if self.ball_attenuation_weight > 0 and report_terms else ())
         missing = [key for key in needed if key not in batch]
         if missing:
             raise KeyError(f"batch is missing {missing}; ReportSupervisedLoss needs the keys {list(needed)}")
@@ -114,8 +123,13 @@ class ReportSupervisedLoss(nn.Module):
         seg_final = masked_bce_dice(final_logits, label, known, self.pooled_dice_channels)
         seg_aux = masked_bce_dice(aux_logits, label, known, self.pooled_dice_channels)
         losses = {"seg_final": seg_final, "seg_aux": seg_aux}
-        if self.report_weight > 0:
+        if report_terms:
             dilated = report_region(region, self.spacing_mm, self.region_dilation_mm)
+            prior = prior_tumors = None
+            if self.ball_attenuation_weight > 0:
+                group = select_channel(region, dilated.channel) * dilated.has_region.view(-1, 1, 1, 1)
+                prior = darkness_rank(batch["image"][:, 0].to(region.device), group)
+                prior_tumors = batch["tumor_hypoattenuating"]
             ball = ball_loss_in_region(
                 final_logits,
                 dilated,
@@ -131,11 +145,14 @@ class ReportSupervisedLoss(nn.Module):
                 label,
                 self.ball_min_confidence,
                 self.ball_region_background,
+                prior,
+                prior_tumors,
+                self.ball_attenuation_weight,
             )
             volume = volume_loss_in_region(aux_logits, dilated, volumes, self.spacing_mm, self.tolerance, self.E)
         else:
             ball = volume = final_logits.float().sum() * 0.0
-        if self.report_weight > 0 and self.absence_weight > 0:
+        if report_terms and self.absence_weight > 0:
             absence = absence_loss(final_logits, known, dilated.dilated, dilated.channel,
                                    batch["is_report"].to(final_logits.device).bool(), self.lesion_channels or [],
                                    self.spacing_mm, self.absence_volume_mm3, self.absence_min_prob)

@@ -168,6 +168,7 @@ class Trainer:
             pooled_dice_channels=lesion_channels if config.lesion_pooled_dice else None,
             ball_min_confidence=config.ball_min_confidence,
             ball_region_background=config.ball_region_background,
+            ball_attenuation_weight=config.ball_attenuation_weight,
             absence_weight=config.absence_weight,
             absence_volume_mm3=config.absence_volume_mm3,
             absence_min_prob=config.absence_min_prob,
@@ -328,7 +329,9 @@ class Trainer:
         self.supervised_voxels += (batch["unknown"] < 0.5).sum(dim=(0, 2, 3, 4)).double()
         image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
-        targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
+        report_keys = ("tumor_volumes_mm3", "tumor_diameters_mm", "tumor_hypoattenuating")
+        targets.update({k: batch[k].to(self.device).float() for k in report_keys})
+        targets["image"] = image
         targets["is_report"] = batch["is_report"].to(self.device)
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
