@@ -10,6 +10,9 @@ fields that only act after stage 1 (``stage2_steps``, ``report_weight``, ``volum
 (half the time). It is exact only for options that the masks-only arm does not use: ``report_weight`` and
 ``ball_weight`` also scale the Ball Loss background term that mask samples get, so say so when you use it.
 
+Options accumulate: the new plan is the base plan with ``--set`` on top, so forking a fork keeps the fork's
+``stage2_options`` (the script prints what it inherits). For a default-plan control, fork the original demo folder.
+
 ``--set n_report=N`` forks with another number of report CTs: the phantoms, extraction, organ masks and cache
 are made anew. The mask CTs are the same draws (case indices 0..n_mask-1), and stage 1 and masks-only never
 sample a report CT, so both are reused exactly (masks-only with ``--reuse-masks-only``); the test CTs come
@@ -84,6 +87,8 @@ def main() -> None:
     fork_demo(args.base, args.out, args.reuse_masks_only, new_data)
     plan = dataclasses.replace(base_plan, out=args.out, stage2_options={**base_plan.stage2_options, **options},
                                parallel_stage2=not args.reuse_masks_only, **plan_fields)
+    if base_plan.stage2_options:
+        print(f"inherited from {args.base}: stage2_options {base_plan.stage2_options}")
     result = run_demo(plan)
     print(result.summary.round(3).to_string(index=False))
 
