@@ -94,7 +94,7 @@ class DemoPlan:
 
     @classmethod
     def default(cls, out: Path, quick: bool = False, seed: int = 0, device: str = "auto") -> DemoPlan:
-        """The default plan (about 22 min on 2 CPU cores) or the quick smoke-test plan (about 3 min)."""
+        """The default plan (16-22 min on 2 CPU cores, BENCHMARKS.md) or the quick smoke-test plan (about 3 min)."""
         if quick:
             return cls(out=out, seed=seed, n_mask=3, n_report=8, n_test=4, stage1_steps=12, stage2_steps=8,
                        patch_size=(32, 32, 32), n_bootstrap=50, device=device)

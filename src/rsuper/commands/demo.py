@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         Generates phantoms, extracts tumor facts from the report text (rules backend), derives organ
         sub-segments, prepares a cache, trains stage 1 then both stage-2 variants with the same budget,
         predicts the test set and writes the comparison (table, bar chart, ROC, overlays, HTML).
-        About 22 minutes on 2 CPU cores (--quick: about 3; on one H100 GPU --quick took 1 minute).
+        About 16 minutes on 2 recent CPU cores, 22 on older ones (--quick: about 3; one H100 GPU: 1 minute quick).
 
         Example: rsuper demo --out demo_out --quick --device cpu
         """
