@@ -75,6 +75,10 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=0, description="DataLoader workers per process")
     augment: bool = Field(True, description="MONAI spatial + intensity augmentation and the left-right mirror")
     mirror_prob: float = Field(0.5, ge=0, le=1, description="share of augmented patches mirrored left-right")
+    organ_shift_hu: float = Field(
+        0.0, ge=0, description="contrast-phase augmentation: largest per-organ HU offset (0 = off; rsuper.data.contrast)"
+    )
+    organ_shift_prob: float = Field(0.5, ge=0, le=1, description="share of augmented patches with per-organ offsets")
     # Optimisation (METHOD.md §6).
     steps: int = Field(1000, ge=1, description="optimiser steps of this stage")
     lr: float = Field(3e-4, gt=0, description="peak learning rate of stage 1 (per process batch; not scaled)")

@@ -83,6 +83,8 @@ class DemoPlan:
     # it saved false positives (BENCHMARKS.md, session 9). Inert in stage 1 and in masks-only either way.
     absence_weight: float = 0.0
     tumor_crop_prob: float = 0.8
+    # Contrast-phase augmentation of every training run (rsuper.data.contrast): largest per-organ HU offset.
+    organ_shift_hu: float = 0.0
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
     n_bootstrap: int = 200
@@ -119,6 +121,7 @@ class DemoPlan:
             patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
             lr=self.lr, stage2_lr_factor=self.stage2_lr_factor, report_weight=self.report_weight,
             absence_weight=self.absence_weight, absence_volume_mm3=self.volume_threshold_mm3,
+            organ_shift_hu=self.organ_shift_hu,
             warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
             mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
                              "random": (1 - self.tumor_crop_prob) / 2},

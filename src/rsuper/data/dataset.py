@@ -114,6 +114,8 @@ class TrainingDataset(Dataset):
         report_random_crop_prob: float = 0.1,
         augment: bool = True,
         mirror_prob: float = 0.5,
+        organ_shift_hu: float = 0.0,
+        organ_shift_prob: float = 0.5,
     ) -> None:
         self.cases = (list(mask_cases), list(report_cases))
         self.class_names = list(class_names)
@@ -125,7 +127,14 @@ class TrainingDataset(Dataset):
         self.report_random_crop_prob = report_random_crop_prob
         self.tumor_classes = [labels.lesion_class(o) for o in target_organs]
         self.organ_classes = [c for o in target_organs for c in labels.ORGAN_MASK_CLASSES[o]]
-        self.augmentation = PatchAugmentation(self.class_names, mirror_prob=mirror_prob) if augment else None
+        self.augmentation = (
+            PatchAugmentation(
+                self.class_names, mirror_prob=mirror_prob, organ_shift_hu=organ_shift_hu,
+                organ_shift_prob=organ_shift_prob,
+            )
+            if augment
+            else None
+        )
         self._loaded: dict[str, tuple[Any, CaseIndex]] = {}  # per worker process
 
     def __len__(self) -> int:

@@ -208,7 +208,8 @@ class Trainer:
         dataset = TrainingDataset(
             mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
             config.target_organs, config.max_tumors, config.mask_crop_probs, config.report_margin_mm,
-            config.report_random_crop_prob, config.augment, config.mirror_prob,
+            config.report_random_crop_prob, config.augment, config.mirror_prob, config.organ_shift_hu,
+            config.organ_shift_prob,
         )
         return dataset, len(mask_cases), len(report_cases)
 
