@@ -84,6 +84,8 @@ class DemoPlan:
     absence_weight: float = 0.0
     tumor_crop_prob: float = 0.8
     # Contrast-phase augmentation of every training run (rsuper.data.contrast): largest per-organ HU offset.
+    # Off: at 150 HU it made stage 1's pseudo-labels worse and R-Super call healthy kidneys tumor (BENCHMARKS.md,
+    # session 13).
     organ_shift_hu: float = 0.0
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
