@@ -119,6 +119,10 @@ class TrainConfig(BaseModel):
     lesion_pooled_dice: bool = Field(
         False, description="extra Dice over all lesion channels together: healthy organs' false positives count"
     )
+    lesion_organ_bce: float = Field(
+        0.0, ge=0, description="weight of the organ-balanced lesion BCE (not in the paper): tumor voxels and "
+        "healthy voxels of the lesion's organ each averaged on their own; 0 = off"
+    )
     bias_init: bool = Field(True, description="output biases = log-odds of channel foreground fraction")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision (GPU only)")
     # Runtime.

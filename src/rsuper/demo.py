@@ -87,6 +87,8 @@ class DemoPlan:
     # Off: at 150 HU it made stage 1's pseudo-labels worse and R-Super call healthy kidneys tumor (BENCHMARKS.md,
     # session 13).
     organ_shift_hu: float = 0.0
+    # Organ-balanced lesion BCE of every training run (rsuper.losses.segmentation.organ_balanced_bce), weight.
+    lesion_organ_bce: float = 0.0
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
     n_bootstrap: int = 200
@@ -123,7 +125,7 @@ class DemoPlan:
             patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
             lr=self.lr, stage2_lr_factor=self.stage2_lr_factor, report_weight=self.report_weight,
             absence_weight=self.absence_weight, absence_volume_mm3=self.volume_threshold_mm3,
-            organ_shift_hu=self.organ_shift_hu,
+            organ_shift_hu=self.organ_shift_hu, lesion_organ_bce=self.lesion_organ_bce,
             warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
             mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
                              "random": (1 - self.tumor_crop_prob) / 2},

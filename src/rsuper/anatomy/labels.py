@@ -179,6 +179,19 @@ def mirror_channel_map(class_names: list[str]) -> tuple[list[int], list[int]]:
     return source, [i for i, p in enumerate(partners) if p is None]
 
 
+def lesion_organ_channels(class_names: list[str]) -> dict[int, list[int]]:
+    """Lesion channel index -> indices of its organ's mask channels present in ``class_names``
+    (``kidney_lesion`` -> ``kidney_left``, ``kidney_right``); lesion channels without an organ channel are left out."""
+    names = [canonical_class_name(n) for n in class_names]
+    out = {}
+    for i, name in enumerate(names):
+        organ = ORGAN_OF_LESION_CLASS.get(name)
+        members = [names.index(c) for c in ORGAN_MASK_CLASSES.get(organ, ()) if c in names] if organ else []
+        if members:
+            out[i] = members
+    return out
+
+
 def is_lesion_class(name: str) -> bool:
     """True for lesion channels (``*_lesion``)."""
     return canonical_class_name(name).endswith("_lesion")

@@ -5,9 +5,10 @@ of the samples; a left-right mirror (array axis 0 of the RAS cache) of half the 
 ``RandScaleIntensityd``, ``RandShiftIntensityd``, ``RandGaussianNoised``; optionally, first, the contrast-phase
 augmentation of ``rsuper.data.contrast`` (each organ shifted by its own HU offset).
 
-The mirror is what stops a network trained on few masks from learning "tumors are on the side they
+The mirror is meant to stop a network trained on few masks from learning "tumors are on the side they
 were on in the training CTs" (seen on the demo: a kidney-tumor channel that fired only in right
-kidneys). Mirrored samples swap the channels of left/right pairs (``kidney_left`` <-> ``kidney_right``)
+kidneys). It does not always suffice: a lesion channel can still lock onto one side of a left/right pair
+(BENCHMARKS.md session 14; ``benchmarks/bench_mirror.py`` measures it). Mirrored samples swap the channels of left/right pairs (``kidney_left`` <-> ``kidney_right``)
 and make channels defined by the patient's side (pancreas head/body/tail, liver segments) unknown.
 
 The binary target channels (label, unknown, region, valid) are bit-packed, 24 per float32 channel (exact

@@ -16,7 +16,7 @@ from rsuper.losses.geometry import (
     voxel_volume_mm3,
 )
 from rsuper.losses.region import ReportRegion, report_region
-from rsuper.losses.segmentation import MaskedSegmentationLoss, known_mask, segmentation_loss
+from rsuper.losses.segmentation import MaskedSegmentationLoss, known_mask, organ_balanced_bce, segmentation_loss
 from rsuper.losses.volume import VolumeLoss, volume_loss, volume_loss_from_mm3
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "ellipsoid_kernel",
     "fft_ball_sum",
     "known_mask",
+    "organ_balanced_bce",
     "rank_weights",
     "report_region",
     "segmentation_loss",

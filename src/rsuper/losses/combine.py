@@ -12,7 +12,13 @@ from rsuper.losses.attenuation import darkness_rank
 from rsuper.losses.ball import BORDER_DILATION_MM, VolumeMode, ball_loss_in_region
 from rsuper.losses.geometry import Spacing, check_spacing
 from rsuper.losses.region import REGION_DILATION_MM, report_region, select_channel
-from rsuper.losses.segmentation import UNKNOWN_DILATION_MM, check_same_shape, known_mask, masked_bce_dice
+from rsuper.losses.segmentation import (
+    UNKNOWN_DILATION_MM,
+    check_same_shape,
+    known_mask,
+    masked_bce_dice,
+    organ_balanced_bce,
+)
 from rsuper.losses.volume import VOLUME_E_MM3, volume_loss_in_region
 
 BATCH_KEYS = ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameters_mm")
@@ -21,6 +27,8 @@ ATTENUATION_KEYS = ("image", "tumor_hypoattenuating")
 
 class ReportSupervisedLoss(nn.Module):
     """``total = 0.5 Seg(final) + 0.5 Seg(aux) + λ * 0.5 * (wb Ball(final) + wv Vol(aux) + wa Abs(final))``.
+
+    ``Seg`` = masked BCE + Dice, plus ``wo`` times the organ-balanced lesion BCE when ``organ_bce_weight`` > 0.
 
     The paper's default: Ball Loss on the final output, Volume Loss on the deep-supervision output.
     Known voxels and the dilated region are computed once per call and shared by all terms.
@@ -50,6 +58,9 @@ class ReportSupervisedLoss(nn.Module):
         absence_volume_mm3: size of that blob, mm³ (the CT-level detection threshold).
         absence_min_prob: the Absence Loss leaves voxels below this probability alone (0.5: only blobs that
             would be called tumor are pushed; 0: always push).
+        organ_bce_weight: wo of :func:`organ_balanced_bce` in both segmentation terms (not in the paper; every
+            sample, mask or report); 0 (default) = off.
+        lesion_organs: lesion channel -> its organ channels, needed when ``organ_bce_weight`` > 0.
 
     Call: ``loss_fn(final_logits, aux_logits, batch)`` with logits (B, C, X, Y, Z) (float32 or bfloat16)
     and ``batch`` holding ``label``, ``unknown``, ``region`` (B, C, X, Y, Z) and ``tumor_volumes_mm3``,
@@ -81,6 +92,8 @@ class ReportSupervisedLoss(nn.Module):
         absence_weight: float = 0.0,
         absence_volume_mm3: float = ABSENCE_VOLUME_MM3,
         absence_min_prob: float = ABSENCE_MIN_PROB,
+        organ_bce_weight: float = 0.0,
+        lesion_organs: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -103,6 +116,10 @@ class ReportSupervisedLoss(nn.Module):
         self.absence_weight = absence_weight
         self.absence_volume_mm3 = absence_volume_mm3
         self.absence_min_prob = absence_min_prob
+        self.organ_bce_weight = organ_bce_weight
+        self.lesion_organs = {int(k): [int(c) for c in v] for k, v in (lesion_organs or {}).items()}
+        if organ_bce_weight > 0 and not self.lesion_organs:
+            raise ValueError("organ_bce_weight > 0 needs lesion_organs (lesion channel -> its organ channels)")
         if absence_weight > 0 and not self.lesion_channels:
             raise ValueError("absence_weight > 0 needs lesion_channels (the channels the Absence Loss supervises)")
 
@@ -122,6 +139,10 @@ class ReportSupervisedLoss(nn.Module):
         known = known_mask(unknown, self.spacing_mm, self.unknown_dilation_mm)
         seg_final = masked_bce_dice(final_logits, label, known, self.pooled_dice_channels)
         seg_aux = masked_bce_dice(aux_logits, label, known, self.pooled_dice_channels)
+        if self.organ_bce_weight > 0:
+            w, organs = self.organ_bce_weight, self.lesion_organs
+            seg_final = seg_final + w * organ_balanced_bce(final_logits, label, known, organs)
+            seg_aux = seg_aux + w * organ_balanced_bce(aux_logits, label, known, organs)
         losses = {"seg_final": seg_final, "seg_aux": seg_aux}
         if report_terms:
             dilated = report_region(region, self.spacing_mm, self.region_dilation_mm)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +72,32 @@ def masked_bce_dice(
         has_positive = torch.cat([has_positive, (pooled_target > 0)[None]])
     dice_loss = dice[has_positive].mean() if bool(has_positive.any()) else zero
     return bce_loss + dice_loss
+
+
+def organ_balanced_bce(
+    logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, lesion_organs: Mapping[int, Sequence[int]]
+) -> torch.Tensor:
+    """Organ-balanced lesion BCE (not in the paper): per lesion channel, the BCE averaged over its known tumor
+    voxels plus the BCE averaged over its known tumor-free voxels inside its organ; mean over those terms.
+
+    Tensors (B, C, X, Y, Z), float32 math. ``lesion_organs`` maps a lesion channel to its organ channels
+    (kidney lesion -> left and right kidney); organ voxels are those labelled and known in an organ channel.
+    The voxel-mean BCE of :func:`masked_bce_dice` gives a tumor voxel a weight of 1 / (all voxels of all
+    channels), and its Dice term has no gradient once a logit is saturated, so a lesion channel that is deeply
+    negative in one organ (e.g. every right kidney) never recovers; here each tumor voxel weighs 1 / (tumor
+    voxels) and each healthy organ voxel 1 / (healthy organ voxels). Terms without voxels are skipped (zero
+    when none is left).
+    """
+    z, y, k = logits.float(), target.float(), known.float()
+    terms = []
+    for lesion, organs in lesion_organs.items():
+        organ = (y[:, list(organs)] * k[:, list(organs)]).amax(dim=1)
+        bce = F.binary_cross_entropy_with_logits(z[:, lesion], y[:, lesion], reduction="none")
+        for voxels in (y[:, lesion] * k[:, lesion], (1 - y[:, lesion]) * k[:, lesion] * organ):
+            count = voxels.sum()
+            if bool(count > 0):
+                terms.append((bce * voxels).sum() / count)
+    return torch.stack(terms).mean() if terms else z.sum() * 0.0
 
 
 def segmentation_loss(
