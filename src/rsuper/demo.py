@@ -88,6 +88,8 @@ class DemoPlan:
     # session 13).
     organ_shift_hu: float = 0.0
     # Organ-balanced lesion BCE of every training run (rsuper.losses.segmentation.organ_balanced_bce), weight.
+    # Off: at 1.0 it untied the kidney-lesion channel from one side and helped pancreatic F1, but cost liver
+    # specificity (BENCHMARKS.md, session 14).
     lesion_organ_bce: float = 0.0
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
