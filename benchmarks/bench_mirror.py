@@ -4,7 +4,7 @@ A network trained on few masks can tie a lesion channel to one side: it finds ki
 kidney only and never in the right one, even with the left-right mirror augmentation (measured on the demo,
 BENCHMARKS.md session 14). This predicts every CT of a dataset with lesion masks (AbdomenAtlas layout:
 ``<case>/ct.nii.gz`` and ``<case>/segmentations/<class>.nii.gz``) twice: as it is and mirrored left-right
-(the prediction flipped back, left/right channels swapped), and prints per organ side: organs with a true
+(the lesion prediction flipped back onto the CT), and prints per organ side: organs with a true
 tumor and how many of them get a predicted tumor (as is / mirrored), tumor-free organs and how many are called
 tumor. A side-free network gives the same counts both ways; a side-tied one finds on the mirrored CT the
 tumors of the other side.
