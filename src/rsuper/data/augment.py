@@ -8,8 +8,9 @@ augmentation of ``rsuper.data.contrast`` (each organ shifted by its own HU offse
 The mirror is meant to stop a network trained on few masks from learning "tumors are on the side they
 were on in the training CTs" (seen on the demo: a kidney-tumor channel that fired only in right
 kidneys). It does not always suffice: a lesion channel can still lock onto one side of a left/right pair
-(BENCHMARKS.md session 14; ``benchmarks/bench_mirror.py`` measures it). Mirrored samples swap the channels of left/right pairs (``kidney_left`` <-> ``kidney_right``)
-and make channels defined by the patient's side (pancreas head/body/tail, liver segments) unknown.
+(BENCHMARKS.md session 14; ``benchmarks/bench_mirror.py`` measures it). Mirrored samples swap the channels
+of left/right pairs (``kidney_left`` <-> ``kidney_right``) and make channels defined by the patient's side
+(pancreas head/body/tail, liver segments) unknown.
 
 The binary target channels (label, unknown, region, valid) are bit-packed, 24 per float32 channel (exact
 integers), so one nearest-neighbour resampling moves all of them: ~17x less work than resampling each.
