@@ -92,7 +92,8 @@ def test_report_supervised_loss_adds_the_term_to_both_heads() -> None:
     weighted = ReportSupervisedLoss((4.0, 4.0, 4.0), report_weight=0.0, organ_bce_weight=0.5,
                                     lesion_organs=ORGANS)(final, aux, batch)
     known = torch.ones_like(label)
-    extra = 0.5 * 0.5 * (organ_balanced_bce(final, label, known, ORGANS) + organ_balanced_bce(aux, label, known, ORGANS))
+    both_heads = organ_balanced_bce(final, label, known, ORGANS) + organ_balanced_bce(aux, label, known, ORGANS)
+    extra = 0.5 * 0.5 * both_heads
     assert float(weighted["total"] - plain["total"]) == pytest.approx(float(extra), rel=1e-5)
     with pytest.raises(ValueError, match="lesion_organs"):
         ReportSupervisedLoss((4.0, 4.0, 4.0), organ_bce_weight=1.0)
