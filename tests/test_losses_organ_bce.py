@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from rsuper.anatomy.labels import lesion_organ_channels
+from rsuper.config import TrainConfig
 from rsuper.demo import DemoPlan
 from rsuper.losses import ReportSupervisedLoss, organ_balanced_bce
 from rsuper.losses.segmentation import masked_bce_dice
@@ -105,3 +106,17 @@ def test_demo_plan_passes_the_weight_to_every_training_run(tmp_path) -> None:
     arm = plan.train_config("masks-only", 2, 10, tmp_path / "stage1.pt", 0.0)
     assert stage1.lesion_organ_bce == arm.lesion_organ_bce == 1.0
     assert DemoPlan(out=tmp_path).train_config("stage1", 1, 10, None, 0.0).lesion_organ_bce == 0.0
+
+
+def test_lesion_organ_channels_keeps_only_the_chosen_organs() -> None:
+    names = ["liver", "kidney_left", "kidney_right", "pancreas", "pancreatic_lesion", "kidney_lesion", "liver_lesion"]
+    assert lesion_organ_channels(names, ["kidney", "pancreas"]) == {4: [3], 5: [1, 2]}
+    assert lesion_organ_channels(names, []) == {}
+
+
+def test_organ_selection_reaches_the_training_config_and_is_validated(tmp_path) -> None:
+    plan = DemoPlan(out=tmp_path, lesion_organ_bce=1.0, lesion_organ_bce_organs=("kidney", "pancreas"))
+    assert plan.train_config("stage1", 1, 10, None, 0.0).lesion_organ_bce_organs == ["kidney", "pancreas"]
+    assert DemoPlan(out=tmp_path).train_config("stage1", 1, 10, None, 0.0).lesion_organ_bce_organs is None
+    with pytest.raises(ValueError, match="brain"):
+        TrainConfig(lesion_organ_bce_organs=["brain"])

@@ -123,6 +123,10 @@ class TrainConfig(BaseModel):
         0.0, ge=0, description="weight of the organ-balanced lesion BCE (not in the paper): tumor voxels and "
         "healthy voxels of the lesion's organ each averaged on their own; 0 = off"
     )
+    lesion_organ_bce_organs: list[str] | None = Field(
+        None, description="organs whose lesion channels get the organ-balanced BCE, e.g. [kidney, pancreas]; "
+        "default: every lesion channel that has an organ channel"
+    )
     bias_init: bool = Field(True, description="output biases = log-odds of channel foreground fraction")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision (GPU only)")
     # Runtime.
@@ -136,10 +140,10 @@ class TrainConfig(BaseModel):
     def _cache_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, (str, Path)) else value
 
-    @field_validator("target_organs")
+    @field_validator("target_organs", "lesion_organ_bce_organs")
     @classmethod
-    def _known_organs(cls, value: list[str]) -> list[str]:
-        for organ in value:
+    def _known_organs(cls, value: list[str] | None) -> list[str] | None:
+        for organ in value or ():
             if organ not in labels.LESION_CLASS_OF_ORGAN:
                 raise ValueError(
                     f"target organ {organ!r} has no lesion channel; use one of {sorted(labels.LESION_CLASS_OF_ORGAN)}"

@@ -91,6 +91,8 @@ class DemoPlan:
     # Off: at 1.0 it untied the kidney-lesion channel from one side and helped pancreatic F1, but cost liver
     # specificity (BENCHMARKS.md, session 14).
     lesion_organ_bce: float = 0.0
+    # Organs whose lesion channels get that BCE (None: all three).
+    lesion_organ_bce_organs: tuple[str, ...] | None = None
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
     n_bootstrap: int = 200
@@ -128,6 +130,7 @@ class DemoPlan:
             lr=self.lr, stage2_lr_factor=self.stage2_lr_factor, report_weight=self.report_weight,
             absence_weight=self.absence_weight, absence_volume_mm3=self.volume_threshold_mm3,
             organ_shift_hu=self.organ_shift_hu, lesion_organ_bce=self.lesion_organ_bce,
+            lesion_organ_bce_organs=self.lesion_organ_bce_organs,
             warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
             mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
                              "random": (1 - self.tumor_crop_prob) / 2},

@@ -173,7 +173,7 @@ class Trainer:
             absence_volume_mm3=config.absence_volume_mm3,
             absence_min_prob=config.absence_min_prob,
             organ_bce_weight=config.lesion_organ_bce,
-            lesion_organs=labels.lesion_organ_channels(self.class_names),
+            lesion_organs=labels.lesion_organ_channels(self.class_names, config.lesion_organ_bce_organs),
         )
         self.step = 0
         if resume_payload is not None:
