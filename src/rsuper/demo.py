@@ -91,7 +91,8 @@ class DemoPlan:
     # Off: at 1.0 it untied the kidney-lesion channel from one side and helped pancreatic F1, but cost liver
     # specificity (BENCHMARKS.md, session 14).
     lesion_organ_bce: float = 0.0
-    # Organs whose lesion channels get that BCE (None: all three).
+    # Organs whose lesion channels get that BCE (None: all three). Kidney and pancreas only, at 1.0: DSC up but F1
+    # down (sensitivity for specificity) on fresh seeds 18-20, not adopted (BENCHMARKS.md, session 15).
     lesion_organ_bce_organs: tuple[str, ...] | None = None
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
