@@ -118,5 +118,5 @@ def test_organ_selection_reaches_the_training_config_and_is_validated(tmp_path) 
     plan = DemoPlan(out=tmp_path, lesion_organ_bce=1.0, lesion_organ_bce_organs=("kidney", "pancreas"))
     assert plan.train_config("stage1", 1, 10, None, 0.0).lesion_organ_bce_organs == ["kidney", "pancreas"]
     assert DemoPlan(out=tmp_path).train_config("stage1", 1, 10, None, 0.0).lesion_organ_bce_organs is None
-    with pytest.raises(ValueError, match="brain"):
+    with pytest.raises(ValueError, match="lesion_organ_bce_organs: organ .brain."):
         TrainConfig(lesion_organ_bce_organs=["brain"])

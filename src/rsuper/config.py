@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rsuper.anatomy import labels
 
@@ -142,11 +142,12 @@ class TrainConfig(BaseModel):
 
     @field_validator("target_organs", "lesion_organ_bce_organs")
     @classmethod
-    def _known_organs(cls, value: list[str] | None) -> list[str] | None:
+    def _known_organs(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         for organ in value or ():
             if organ not in labels.LESION_CLASS_OF_ORGAN:
                 raise ValueError(
-                    f"target organ {organ!r} has no lesion channel; use one of {sorted(labels.LESION_CLASS_OF_ORGAN)}"
+                    f"{info.field_name}: organ {organ!r} has no lesion channel; "
+                    f"use one of {sorted(labels.LESION_CLASS_OF_ORGAN)}"
                 )
         return value
 
