@@ -120,3 +120,9 @@ def test_organ_selection_reaches_the_training_config_and_is_validated(tmp_path) 
     assert DemoPlan(out=tmp_path).train_config("stage1", 1, 10, None, 0.0).lesion_organ_bce_organs is None
     with pytest.raises(ValueError, match="lesion_organ_bce_organs: organ .brain."):
         TrainConfig(lesion_organ_bce_organs=["brain"])
+
+
+def test_config_rejects_an_organ_bce_with_no_channel_to_act_on() -> None:
+    with pytest.raises(ValueError, match="no output channel pairs a lesion of \\['spleen'\\]"):
+        TrainConfig(lesion_organ_bce=1.0, lesion_organ_bce_organs=["spleen"])  # spleen is not a target organ
+    assert TrainConfig(lesion_organ_bce=0.0, lesion_organ_bce_organs=["spleen"]).lesion_organ_bce_organs == ["spleen"]

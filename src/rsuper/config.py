@@ -175,6 +175,16 @@ class TrainConfig(BaseModel):
             raise ValueError("stage 2 starts from a stage-1 checkpoint: set `init` (--init PATH/final.pt)")
         return self
 
+    @model_validator(mode="after")
+    def _organ_bce_has_channels(self) -> TrainConfig:
+        if self.lesion_organ_bce > 0 and not labels.lesion_organ_channels(self.classes, self.lesion_organ_bce_organs):
+            organs = self.lesion_organ_bce_organs or "any organ"
+            raise ValueError(
+                f"lesion_organ_bce > 0 but no output channel pairs a lesion of {organs} with its organ mask: "
+                "add the organ to target_organs (or class_names) or fix lesion_organ_bce_organs"
+            )
+        return self
+
     @property
     def classes(self) -> list[str]:
         """Output channel names in channel order."""
