@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from rsuper.infer.predict import PredictOptions, Predictor, predict_case
+from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, predict_case
 from rsuper.models.checkpoint import make_payload, save_checkpoint
 from rsuper.models.registry import build_model
 
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, nargs=3, default=(128, 128, 128))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sw-batch-size", type=int, default=1)
-    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none")
     parser.add_argument("--check-against-cpu", action="store_true",
                         help="also predict on CPU and print the per-class Dice between the two mask sets")
     args = parser.parse_args()

@@ -69,7 +69,7 @@ class SidedNet(torch.nn.Module):
         return sided, sided * 0
 
 
-@pytest.mark.parametrize("tta", [False, True])
+@pytest.mark.parametrize("tta", ["none", "mirror", "flips"])
 def test_flip_tta_keeps_left_and_right_channels(tta):
     predictor = Predictor(model=SidedNet().eval(), class_names=["kidney_left", "kidney_right", "pancreas_head"],
                           spacing_mm=(2.0, 2.0, 2.0), patch_size=(8, 8, 8))
@@ -77,3 +77,36 @@ def test_flip_tta_keeps_left_and_right_channels(tta):
     assert probs[0, 4:].min() > 0.99 and probs[0, :4].max() < 0.01  # kidney_left on the left half only
     assert probs[1, :4].min() > 0.99 and probs[1, 4:].max() < 0.01
     assert probs[2, :4].min() > 0.99 and probs[2, 4:].max() < 0.01  # x-flips never averaged into it
+
+
+class LeftLockedLesionNet(torch.nn.Module):
+    """A kidney-lesion channel locked to the image's left half (logit +20 there, -20 elsewhere); counts passes."""
+
+    size_divisor = 1
+
+    def __init__(self):
+        super().__init__()
+        self.passes = 0
+
+    def forward(self, x):
+        self.passes += 1
+        n = x.shape[2]
+        left = (torch.arange(n) >= n // 2).to(x.dtype).view(1, 1, n, 1, 1).expand_as(x)
+        return 20 * (2 * left - 1), left * 0
+
+
+@pytest.mark.parametrize(("tta", "passes"), [("none", 1), ("mirror", 2), ("flips", 8)])
+def test_mirror_tta_makes_a_side_locked_lesion_channel_symmetric(tta, passes):
+    net = LeftLockedLesionNet().eval()
+    predictor = Predictor(model=net, class_names=["kidney_lesion"], spacing_mm=(2.0, 2.0, 2.0), patch_size=(8, 8, 8))
+    probs = predict_probabilities(predictor, np.zeros((8, 8, 8), np.float32), PredictOptions(tta=tta)).astype(float)
+    assert net.passes == passes
+    if tta == "none":
+        assert probs[0, 4:].min() > 0.99 and probs[0, :4].max() < 0.01
+    else:  # each side: once 1, once 0 -> 0.5 everywhere, the same on both sides
+        np.testing.assert_allclose(probs[0], 0.5, atol=1e-3)
+
+
+def test_unknown_tta_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="tta must be one of none, mirror, flips"):
+        PredictOptions(tta=True)

@@ -102,7 +102,7 @@ def test_tta_and_resume(tmp_path):
     _ct(tmp_path / "data" / "caseB", np.eye(4))
     inputs = find_ct_inputs(tmp_path / "data")
     assert [c for c, _ in inputs] == ["caseA", "caseB"]
-    options = PredictOptions(tta=True, sw_batch_size=4)
+    options = PredictOptions(tta="flips", sw_batch_size=4)
     first = predict_cases(_predictor(), inputs, tmp_path / "out", options)
     assert first == {"caseA": "done", "caseB": "done"}
     stamp = (tmp_path / "out" / "caseA" / "findings.json").stat().st_mtime_ns
@@ -110,7 +110,7 @@ def test_tta_and_resume(tmp_path):
     second = predict_cases(_predictor(), inputs, tmp_path / "out", options)
     assert second == {"caseA": "skipped", "caseB": "done"}
     assert (tmp_path / "out" / "caseA" / "findings.json").stat().st_mtime_ns == stamp
-    assert json.loads((tmp_path / "out" / "caseA" / "findings.json").read_text())["tta"] is True
+    assert json.loads((tmp_path / "out" / "caseA" / "findings.json").read_text())["tta"] == "flips"
 
 
 def test_find_ct_inputs_flat_folder_and_errors(tmp_path):

@@ -32,7 +32,7 @@ def test_cli_predict_lps_anisotropic_ct(tmp_path):
     nib.save(nib.Nifti1Image(hu, affine), str(tmp_path / "data" / "case7" / "ct.nii.gz"))
     runner = CliRunner()
     args = ["predict", "--checkpoint", str(tmp_path / "final.pt"), str(tmp_path / "data"), str(tmp_path / "out"),
-            "--save-probabilities"]
+            "--save-probabilities", "--tta", "mirror"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     ct = load_nifti(tmp_path / "data" / "case7" / "ct.nii.gz")
@@ -43,6 +43,7 @@ def test_cli_predict_lps_anisotropic_ct(tmp_path):
             np.testing.assert_allclose(out.affine, ct.affine, atol=1e-6)
     findings = json.loads((tmp_path / "out" / "case7" / "findings.json").read_text())
     assert findings["grid"] == {"shape": [45, 50, 12], "spacing_mm": [0.9, 0.9, 3.0], "orientation": "LPS"}
+    assert findings["tta"] == "mirror"
     assert set(findings["organs"]) == {"pancreas"} and findings["gating"]["gated"] == {"pancreatic_lesion": True}
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and "1 already done" in res.output
@@ -58,3 +59,6 @@ def test_cli_predict_clear_errors(tmp_path):
     res = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "final.pt"), str(tmp_path / "ct.nii.gz"),
                               str(tmp_path / "out")])
     assert res.exit_code == 1 and "ct.nii.gz" in res.output and "failed" in res.output
+    res = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "final.pt"), str(tmp_path / "ct.nii.gz"),
+                              str(tmp_path / "out"), "--tta", "yes"])
+    assert res.exit_code == 2 and "mirror" in res.output and "flips" in res.output

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
+from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, find_ct_inputs, predict_cases
 
 console = Console(stderr=True)
+TTAMode = Enum("TTAMode", {mode: mode for mode in TTA_MODES}, type=str)  # --tta choices, shown by --help
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +25,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Argument(..., help="Output root: OUT/<case>/segmentations/<class>.nii.gz + findings.json."),
         checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="rsuper checkpoint (final.pt / last.pt)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-        tta: bool = typer.Option(False, "--tta", help="Flip test-time augmentation (8 mirrorings, 8x slower)."),
+        tta: TTAMode = typer.Option(
+            TTAMode.none, "--tta", help="Flip test-time augmentation: mirror = as is + left-right mirror (2x time), "
+                                        "flips = the 8 mirrorings of the 3 axes (8x time)."),
         sw_batch_size: int = typer.Option(2, "--sw-batch-size", min=1, help="Windows per forward pass."),
         overlap: float = typer.Option(0.5, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap fraction."),
         save_probabilities: bool = typer.Option(
@@ -39,7 +43,7 @@ def register(app: typer.Typer) -> None:
         orientation). OUT/<case>/findings.json lists the predicted lesions (count, volume mm^3, three
         diameters mm, sub-segment). Finished cases are skipped on a rerun. See docs/predict_evaluate.md.
 
-        Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta
+        Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta mirror
         """
         try:
             inputs = find_ct_inputs(input_path)
@@ -49,7 +53,7 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
-        options = PredictOptions(overlap=overlap, sw_batch_size=sw_batch_size, tta=tta,
+        options = PredictOptions(overlap=overlap, sw_batch_size=sw_batch_size, tta=tta.value,
                                  save_probabilities=save_probabilities)
         console.print(f"{len(inputs)} CT(s); model spacing {predictor.spacing_mm} mm, patch {predictor.patch_size}, "
                       f"{len(predictor.class_names)} classes, device {predictor.device}")

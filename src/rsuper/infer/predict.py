@@ -3,9 +3,10 @@
 Pipeline per CT (METHOD.md §7):
   load -> canonical RAS -> resample to the checkpoint spacing (linear) -> ``normalize_ct`` ->
   MONAI ``sliding_window_inference`` (roi = checkpoint patch size, overlap 0.5, Gaussian weighting,
-  final logits only) -> optional flip test-time augmentation (mean of the sigmoid over the 8 mirror
-  combinations of the 3 axes; left-right flips swap left/right channels back and are left out of the
-  side-defined channels such as pancreas parts) -> sigmoid -> lesion channels multiplied by their organ mask (organ
+  final logits only) -> optional flip test-time augmentation, the mean of the sigmoid over the CT as is and
+  mirrored (``tta="mirror"``: the left-right mirror, 2 passes; ``"flips"``: the 8 mirror combinations of the
+  3 axes); left-right flips swap left/right channels back and are left out of the side-defined channels
+  such as pancreas parts -> sigmoid -> lesion channels multiplied by their organ mask (organ
   probability >= 0.5, union of ``labels.ORGAN_MASK_CLASSES[organ]``, e.g. kidney = left ∪ right; the
   organ's sub-segments when the organ itself is not an output) dilated by 3 mm -> per class: linear
   resampling of the probability straight onto the input CT grid (affine to affine, so orientation and
@@ -89,15 +90,26 @@ class Predictor:
                    device=dev, source=str(path), untrained_classes=untrained_classes_of(payload))
 
 
+TTA_MODES = ("none", "mirror", "flips")
+
+
 @dataclass
 class PredictOptions:
-    """Inference settings: window overlap (fraction), windows per forward pass, flip TTA, outputs."""
+    """Inference settings: window overlap (fraction), windows per forward pass, flip TTA, outputs.
+
+    ``tta``: "none" (one pass), "mirror" (as is + left-right mirror, 2 passes) or "flips" (the 8 mirror
+    combinations of the 3 axes, 8 passes).
+    """
 
     overlap: float = 0.5
     sw_batch_size: int = 2
-    tta: bool = False
+    tta: str = "none"
     save_probabilities: bool = False
     gating_dilation_mm: float = GATING_DILATION_MM
+
+    def __post_init__(self) -> None:
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
 
 
 def find_ct_inputs(path: str | Path) -> list[tuple[str, Path]]:
@@ -137,13 +149,15 @@ def infer_logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Te
     return run
 
 
-def _flip_sets(tta: bool) -> Iterator[tuple[int, ...]]:
-    spatial = (2, 3, 4)
-    if not tta:
+def _flip_sets(tta: str) -> Iterator[tuple[int, ...]]:
+    """Tensor dims flipped by each pass of a ``TTA_MODES`` mode; dim 2 is left-right (the RAS x axis)."""
+    if tta == "mirror":
+        yield from ((), (2,))
+    elif tta == "flips":
+        for k in range(4):
+            yield from itertools.combinations((2, 3, 4), k)
+    else:
         yield ()
-        return
-    for k in range(4):
-        yield from itertools.combinations(spatial, k)
 
 
 @torch.inference_mode()
