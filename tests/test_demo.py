@@ -47,7 +47,8 @@ def test_quick_demo_writes_every_artefact(demo_out):
             seg = demo_out / "predictions" / name / case / "segmentations" / "pancreatic_lesion.nii.gz"
             ct = nib.load(data / "test" / case / "ct.nii.gz")
             assert nib.load(seg).shape == ct.shape
-            json.loads((demo_out / "predictions" / name / case / "findings.json").read_text())
+            findings = json.loads((demo_out / "predictions" / name / case / "findings.json").read_text())
+            assert findings["tta"] == "mirror"  # the plan's predict_tta
 
 
 def test_quick_demo_comparison_outputs_parse(demo_out):

@@ -70,6 +70,12 @@ def test_device_reaches_every_training_run(tmp_path):
     assert DemoPlan.default(tmp_path, quick=True).device == "auto"
 
 
+def test_unknown_predict_tta_fails_before_any_step(tmp_path):
+    assert DemoPlan.default(tmp_path).predict_tta == "mirror"  # adopted in session 16 (BENCHMARKS.md)
+    with pytest.raises(ValueError, match="predict_tta must be one of none, mirror, flips"):
+        DemoPlan(out=tmp_path, predict_tta="lr")
+
+
 def test_resuming_with_another_plan_is_a_clear_error(tmp_path):
     plan = DemoPlan.default(tmp_path, seed=1)
     check_same_plan(plan)  # nothing there yet
