@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from bench_demo import markdown  # this folder is on sys.path when the script runs
 from rsuper.anatomy import labels
-from rsuper.infer.predict import Predictor, find_ct_inputs, predict_probabilities
+from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_probabilities
 from rsuper.io import load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, to_canonical
 
 
@@ -37,8 +37,9 @@ def side_calls(predictor: Predictor, ct_path: Path, organ: str, volume_mm3: floa
     work = resample_to_spacing(to_canonical(load_nifti(ct_path)), predictor.spacing_mm, order=1)
     image = normalize_ct(work.array)
     lesion = predictor.class_names.index(labels.lesion_class(organ))
-    as_is = predict_probabilities(predictor, image)[lesion]
-    mirrored = predict_probabilities(predictor, np.ascontiguousarray(image[::-1]))[lesion][::-1]
+    one_pass = PredictOptions(tta="none")  # each orientation on its own
+    as_is = predict_probabilities(predictor, image, one_pass)[lesion]
+    mirrored = predict_probabilities(predictor, np.ascontiguousarray(image[::-1]), one_pass)[lesion][::-1]
     voxel_mm3 = float(np.prod(predictor.spacing_mm))
 
     def on_grid(name: str) -> np.ndarray:

@@ -72,7 +72,7 @@ def test_device_reaches_every_training_run(tmp_path):
 
 def test_unknown_predict_tta_fails_before_any_step(tmp_path):
     assert DemoPlan.default(tmp_path).predict_tta == "mirror"  # adopted in session 16 (BENCHMARKS.md)
-    with pytest.raises(ValueError, match="predict_tta must be one of none, mirror, flips"):
+    with pytest.raises(ValueError, match="predict_tta must be one of auto, none, mirror, flips"):
         DemoPlan(out=tmp_path, predict_tta="lr")
 
 

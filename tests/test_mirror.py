@@ -108,5 +108,5 @@ def test_mirror_tta_makes_a_side_locked_lesion_channel_symmetric(tta, passes):
 
 
 def test_unknown_tta_mode_is_a_clear_error():
-    with pytest.raises(ValueError, match="tta must be one of none, mirror, flips"):
+    with pytest.raises(ValueError, match="tta must be one of auto, none, mirror, flips"):
         PredictOptions(tta=True)

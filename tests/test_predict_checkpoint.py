@@ -6,10 +6,12 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from rsuper.cli import app
+from rsuper.infer.predict import PredictOptions, Predictor, resolve_tta
 from rsuper.io import load_nifti
 from rsuper.models.checkpoint import make_payload, save_checkpoint
 from rsuper.models.registry import build_model
@@ -17,11 +19,22 @@ from rsuper.models.registry import build_model
 CLASSES = ["pancreas", "pancreas_head", "pancreas_body", "pancreas_tail", "pancreatic_lesion"]
 
 
-def _checkpoint(path):
+def _checkpoint(path, config=None):
     torch.manual_seed(0)
     model = build_model("dynunet_small", 1, len(CLASSES))
     save_checkpoint(path, make_payload("dynunet_small", 1, CLASSES, spacing_mm=(2.0, 2.0, 2.0),
-                                       patch_size=(32, 32, 32), state_dict=model.state_dict()))
+                                       patch_size=(32, 32, 32), state_dict=model.state_dict(), config=config))
+
+
+@pytest.mark.parametrize(("config", "auto"), [(None, "none"), ({"augment": True, "mirror_prob": 0.5}, "mirror"),
+                                              ({"augment": True, "mirror_prob": 0.0}, "none"),
+                                              ({"augment": False, "mirror_prob": 0.5}, "none")])
+def test_auto_tta_mirrors_only_for_a_network_trained_on_mirrored_patches(tmp_path, config, auto):
+    _checkpoint(tmp_path / "final.pt", config)
+    predictor = Predictor.from_checkpoint(tmp_path / "final.pt")
+    assert resolve_tta("auto", predictor) == auto
+    assert resolve_tta("flips", predictor) == "flips" and resolve_tta("none", predictor) == "none"
+    assert PredictOptions().tta == "auto"
 
 
 def test_cli_predict_lps_anisotropic_ct(tmp_path):

@@ -26,8 +26,9 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="rsuper checkpoint (final.pt / last.pt)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
         tta: TTAMode = typer.Option(
-            TTAMode.none, "--tta", help="Flip test-time augmentation: mirror = as is + left-right mirror (2x time), "
-                                        "flips = the 8 mirrorings of the 3 axes (8x time)."),
+            TTAMode.auto, "--tta", help="Flip test-time augmentation: mirror = as is + left-right mirror (2x time), "
+                                        "flips = the 8 mirrorings of the 3 axes (8x time), auto = mirror when the "
+                                        "checkpoint was trained with the left-right mirror (rsuper's default)."),
         sw_batch_size: int = typer.Option(2, "--sw-batch-size", min=1, help="Windows per forward pass."),
         overlap: float = typer.Option(0.5, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap fraction."),
         save_probabilities: bool = typer.Option(
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         orientation). OUT/<case>/findings.json lists the predicted lesions (count, volume mm^3, three
         diameters mm, sub-segment). Finished cases are skipped on a rerun. See docs/predict_evaluate.md.
 
-        Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta mirror
+        Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta flips
         """
         try:
             inputs = find_ct_inputs(input_path)

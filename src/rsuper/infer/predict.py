@@ -3,10 +3,11 @@
 Pipeline per CT (METHOD.md §7):
   load -> canonical RAS -> resample to the checkpoint spacing (linear) -> ``normalize_ct`` ->
   MONAI ``sliding_window_inference`` (roi = checkpoint patch size, overlap 0.5, Gaussian weighting,
-  final logits only) -> optional flip test-time augmentation, the mean of the sigmoid over the CT as is and
-  mirrored (``tta="mirror"``: the left-right mirror, 2 passes; ``"flips"``: the 8 mirror combinations of the
-  3 axes); left-right flips swap left/right channels back and are left out of the side-defined channels
-  such as pancreas parts -> sigmoid -> lesion channels multiplied by their organ mask (organ
+  final logits only) -> flip test-time augmentation, the mean of the sigmoid over the CT as is and
+  mirrored (``tta="mirror"``: the left-right mirror, 2 passes; ``"flips"``: the 8 mirror combinations of
+  the 3 axes; ``"auto"``, the default: "mirror" for a network trained on mirrored patches, else none);
+  left-right flips swap left/right channels back and are left out of the side-defined channels such as
+  pancreas parts -> sigmoid -> lesion channels multiplied by their organ mask (organ
   probability >= 0.5, union of ``labels.ORGAN_MASK_CLASSES[organ]``, e.g. kidney = left ∪ right; the
   organ's sub-segments when the organ itself is not an output) dilated by 3 mm -> per class: linear
   resampling of the probability straight onto the input CT grid (affine to affine, so orientation and
@@ -71,6 +72,8 @@ class Predictor:
     source: str = ""
     # Classes the checkpoint says were never supervised (no labelled voxel in training): written empty.
     untrained_classes: tuple[str, ...] = ()
+    # The network saw left-right mirrored patches in training (its config: augment and mirror_prob > 0).
+    trained_mirrored: bool = False
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", use_ema: bool = True) -> Predictor:
@@ -84,26 +87,30 @@ class Predictor:
         if payload.get("orientation", "RAS") != "RAS":
             raise ValueError(f"checkpoint {path} was trained in orientation {payload['orientation']!r}; expected RAS")
         model = model_from_checkpoint(payload, use_ema=use_ema, map_location="cpu").to(dev).eval()
+        config = payload.get("config") or {}
+        mirrored = bool(config.get("augment")) and float(config.get("mirror_prob") or 0.0) > 0
         return cls(model=model, class_names=[labels.canonical_class_name(c) for c in payload["class_names"]],
                    spacing_mm=tuple(float(s) for s in payload["spacing_mm"]),  # type: ignore[arg-type]
                    patch_size=tuple(int(s) for s in payload["patch_size"]),  # type: ignore[arg-type]
-                   device=dev, source=str(path), untrained_classes=untrained_classes_of(payload))
+                   device=dev, source=str(path), untrained_classes=untrained_classes_of(payload),
+                   trained_mirrored=mirrored)
 
 
-TTA_MODES = ("none", "mirror", "flips")
+TTA_MODES = ("auto", "none", "mirror", "flips")
 
 
 @dataclass
 class PredictOptions:
     """Inference settings: window overlap (fraction), windows per forward pass, flip TTA, outputs.
 
-    ``tta``: "none" (one pass), "mirror" (as is + left-right mirror, 2 passes) or "flips" (the 8 mirror
-    combinations of the 3 axes, 8 passes).
+    ``tta``: "none" (one pass), "mirror" (as is + left-right mirror, 2 passes), "flips" (the 8 mirror
+    combinations of the 3 axes, 8 passes) or "auto" ("mirror" for a network trained with the left-right
+    mirror, as rsuper trains by default, else "none"; see :func:`resolve_tta`).
     """
 
     overlap: float = 0.5
     sw_batch_size: int = 2
-    tta: str = "none"
+    tta: str = "auto"
     save_probabilities: bool = False
     gating_dilation_mm: float = GATING_DILATION_MM
 
@@ -149,6 +156,14 @@ def infer_logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Te
     return run
 
 
+def resolve_tta(tta: str, predictor: Predictor) -> str:
+    """The TTA mode actually run: "auto" becomes "mirror" when ``predictor`` was trained on mirrored patches
+    (a mirrored CT is then as familiar to it as the CT itself), else "none"; other modes are kept."""
+    if tta == "auto":
+        return "mirror" if predictor.trained_mirrored else "none"
+    return tta
+
+
 def _flip_sets(tta: str) -> Iterator[tuple[int, ...]]:
     """Tensor dims flipped by each pass of a ``TTA_MODES`` mode; dim 2 is left-right (the RAS x axis)."""
     if tta == "mirror":
@@ -169,7 +184,7 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, options: Pred
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     window = infer_logits_fn(predictor.model)
     total: torch.Tensor | None = None
-    flips = list(_flip_sets(options.tta))
+    flips = list(_flip_sets(resolve_tta(options.tta, predictor)))
     # A flip of axis 2 (left-right in the RAS cache) swaps left/right channels back and gives nothing to
     # side-defined channels (pancreas parts, liver segments): they average over the other flips only.
     source, side_defined = labels.mirror_channel_map(predictor.class_names)
@@ -335,7 +350,7 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
                  "orientation": ct.orientation},
         "model_spacing_mm": list(predictor.spacing_mm),
         "threshold": THRESHOLD,
-        "tta": options.tta,
+        "tta": resolve_tta(options.tta, predictor),
         "gating": {"dilation_mm": options.gating_dilation_mm, "gated": gated},
         "probabilities_scale": PROBABILITY_SCALE if options.save_probabilities else None,
         "classes": names,
