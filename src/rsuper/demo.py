@@ -38,7 +38,7 @@ from rsuper.data.phantoms import generate_dataset
 from rsuper.data.preprocess import prepare_dataset
 from rsuper.evaluate.compare import compare_predictions
 from rsuper.evaluate.run import EvaluationSettings
-from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, find_ct_inputs, predict_cases
+from rsuper.infer.predict import PredictOptions, Predictor, check_tta_mode, find_ct_inputs, predict_cases
 from rsuper.reports.pipeline import run_extraction
 from rsuper.train.trainer import train
 
@@ -108,8 +108,7 @@ class DemoPlan:
     stage2_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.predict_tta not in TTA_MODES:  # checked here, not after the training
-            raise ValueError(f"predict_tta must be one of {', '.join(TTA_MODES)}, got {self.predict_tta!r}")
+        check_tta_mode(self.predict_tta, "predict_tta")  # here, not after the training
 
     @classmethod
     def default(cls, out: Path, quick: bool = False, seed: int = 0, device: str = "auto") -> DemoPlan:

@@ -99,6 +99,12 @@ class Predictor:
 TTA_MODES = ("auto", "none", "mirror", "flips")
 
 
+def check_tta_mode(mode: str, field_name: str = "tta") -> None:
+    """Raises ``ValueError`` naming ``field_name`` unless ``mode`` is one of ``TTA_MODES``."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"{field_name} must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+
+
 @dataclass
 class PredictOptions:
     """Inference settings: window overlap (fraction), windows per forward pass, flip TTA, outputs.
@@ -115,8 +121,7 @@ class PredictOptions:
     gating_dilation_mm: float = GATING_DILATION_MM
 
     def __post_init__(self) -> None:
-        if self.tta not in TTA_MODES:
-            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+        check_tta_mode(self.tta)
 
 
 def find_ct_inputs(path: str | Path) -> list[tuple[str, Path]]:
