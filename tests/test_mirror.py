@@ -56,6 +56,12 @@ def test_mirror_is_seeded_and_off_without_class_names():
     assert all(torch.equal(plain(image, targets, seed=s)[0], image) for s in range(10))
 
 
+def _patient_left(x):
+    """1 on the half of the window with larger array x (patient left in RAS), 0 elsewhere; shape of ``x``."""
+    n = x.shape[2]
+    return (torch.arange(n) >= n // 2).to(x.dtype).view(1, 1, n, 1, 1).expand_as(x)
+
+
 class SidedNet(torch.nn.Module):
     """Position-aware known model on a single window: kidney_left fires on the half with larger array x
     (patient left in RAS), kidney_right on the other half, pancreas_head on the right half."""
@@ -63,8 +69,7 @@ class SidedNet(torch.nn.Module):
     size_divisor = 1
 
     def forward(self, x):
-        n = x.shape[2]
-        left = (torch.arange(n) >= n // 2).to(x.dtype).view(1, 1, n, 1, 1).expand_as(x)
+        left = _patient_left(x)
         sided = torch.cat([20 * (2 * left - 1), 20 * (1 - 2 * left), 20 * (1 - 2 * left)], dim=1)
         return sided, sided * 0
 
@@ -90,8 +95,7 @@ class LeftLockedLesionNet(torch.nn.Module):
 
     def forward(self, x):
         self.passes += 1
-        n = x.shape[2]
-        left = (torch.arange(n) >= n // 2).to(x.dtype).view(1, 1, n, 1, 1).expand_as(x)
+        left = _patient_left(x)
         return 20 * (2 * left - 1), left * 0
 
 
