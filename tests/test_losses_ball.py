@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from rsuper.losses import (
+    ReportSupervisedLoss,
     ball_loss,
     ball_pseudo_labels,
     ball_voxel_count,
@@ -238,3 +239,35 @@ def test_unconfident_sample_gets_no_ball_loss() -> None:
     gated.backward()
     assert float(batch.grad[1].abs().max()) == 0.0
     assert float(ball_loss(blind[:1], *[t[:1] for t in (region, unknown, diameters, volumes)], ISO)) > 0  # ungated
+
+
+def _adjacent_groups() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A body region (20 x 10 x 16 voxels at 1 mm) next to an unknown-size head of the same size (channel 0)."""
+    shape = (1, 1, 48, 12, 16)
+    region, unknown, head = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape, dtype=torch.bool)
+    region[0, 0, 24:44, 1:11] = 1  # the chosen group (tumor of known size)
+    head[0, 0, 4:24, 1:11] = True  # the neighbouring group: a tumor of unknown size
+    unknown[0, 0][head[0, 0] | (region[0, 0] > 0)] = 1  # both tumor-bearing groups are unknown
+    return region, unknown, head
+
+
+def test_ball_loss_never_pushes_a_neighbouring_unknown_group_toward_background() -> None:
+    region, unknown, head = _adjacent_groups()
+    logits = torch.zeros(region.shape, requires_grad=True)
+    loss = ball_loss(logits, region, unknown, torch.tensor([[8.0]]), torch.tensor([[268.0]]), (1.0, 1.0, 1.0))
+    loss.backward()
+    touched = (logits.grad[head] != 0).sum().item()
+    assert touched == 0, f"{touched} of {int(head.sum())} voxels of the unknown head got a gradient"
+
+
+def test_volume_loss_does_not_count_a_neighbouring_unknown_group() -> None:
+    region, unknown, head = _adjacent_groups()
+    aux = torch.zeros(region.shape, requires_grad=True)
+    batch = {"label": torch.zeros(region.shape), "unknown": unknown, "region": region,
+             "tumor_volumes_mm3": torch.tensor([[268.0]]), "tumor_diameters_mm": torch.tensor([[8.0]])}
+    terms = ReportSupervisedLoss((1.0, 1.0, 1.0), report_weight=0.1)(torch.zeros(region.shape), aux, batch)
+    terms["volume"].backward()
+    touched = (aux.grad[head] != 0).sum().item()
+    assert touched == 0, f"the Volume Loss counts {touched} voxels of the unknown head"
+    alone = volume_loss(aux, region, batch["tumor_volumes_mm3"], (1.0, 1.0, 1.0), unknown=unknown)
+    assert alone.item() == pytest.approx(terms["volume"].item())

@@ -350,7 +350,7 @@ def ball_loss(
     check_spacing(spacing_mm)
     return ball_loss_in_region(
         logits,
-        report_region(region, spacing_mm, region_dilation_mm),
+        report_region(region, spacing_mm, region_dilation_mm, unknown, unknown_dilation_mm),
         known_mask(unknown, spacing_mm, unknown_dilation_mm),
         diameters_mm,
         volumes_mm3,

@@ -145,7 +145,7 @@ class ReportSupervisedLoss(nn.Module):
             seg_aux = seg_aux + w * organ_balanced_bce(aux_logits, label, known, organs)
         losses = {"seg_final": seg_final, "seg_aux": seg_aux}
         if report_terms:
-            dilated = report_region(region, self.spacing_mm, self.region_dilation_mm)
+            dilated = report_region(region, self.spacing_mm, self.region_dilation_mm, unknown, self.unknown_dilation_mm)
             prior = prior_tumors = None
             if self.ball_attenuation_weight > 0:
                 group = select_channel(region, dilated.channel) * dilated.has_region.view(-1, 1, 1, 1)

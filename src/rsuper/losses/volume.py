@@ -58,6 +58,7 @@ def volume_loss(
     tolerance: float = 0.1,
     E: float = VOLUME_E_MM3,  # noqa: N803 (the paper's name)
     region_dilation_mm: float = REGION_DILATION_MM,
+    unknown: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Volume Loss of METHOD.md §5.
 
@@ -72,6 +73,8 @@ def volume_loss(
         tolerance: tau (0.1 in the paper, 0.2 in R-Super's code).
         E: stabiliser of the relative error, mm^3.
         region_dilation_mm: dilation of the region, mm.
+        unknown: optional (B, C, X, Y, Z), 1 where a channel's truth is not known; voxels unknown because of
+            another group are then left out of R (another tumor of unknown size is not counted).
 
     Returns:
         Scalar: mean over the samples that have a region (0, still attached to the graph, when none has).
@@ -79,7 +82,8 @@ def volume_loss(
     if region.shape != logits.shape:
         raise ValueError(f"region must have the logits' shape {tuple(logits.shape)}, got {tuple(region.shape)}")
     check_spacing(spacing_mm)
-    return volume_loss_in_region(logits, report_region(region, spacing_mm, region_dilation_mm), volumes_mm3, spacing_mm, tolerance, E)
+    dilated = report_region(region, spacing_mm, region_dilation_mm, unknown)
+    return volume_loss_in_region(logits, dilated, volumes_mm3, spacing_mm, tolerance, E)
 
 
 class VolumeLoss(nn.Module):
