@@ -88,3 +88,16 @@ def test_score_labelled_set_and_compare_llm_with_rules(tmp_path):
     assert "scored against" in _flat(result)
     llm = read_tumors_csv(tmp_path / "llm" / "tumors.csv")
     assert len(llm) == 6 and all(case.backend == "llm" for case in llm.values())
+
+
+def test_windows_1252_reports_keep_the_times_sign(tmp_path):
+    csv = tmp_path / "r.csv"
+    csv.write_bytes(
+        "BDMAP ID,Report\nA,3.1 × 2.4 cm mass in the pancreatic head.\nB,1.2 cm cyst in segment 7.\n".encode("cp1252")
+    )
+    result = runner.invoke(app, ["extract", str(csv), "--out", str(tmp_path / "out")], terminal_width=240)
+    assert result.exit_code == 0, result.output
+    found = read_tumors_csv(tmp_path / "out" / "tumors.csv")
+    assert found["A"].lesions[0].size_mm == [31.0, 24.0]  # not 3.1 mm
+    assert found["B"].lesions[0].size_mm == [12.0]
+    assert "not UTF-8" in _flat(result) and "Windows-1252" in _flat(result) and "(A)" in _flat(result)

@@ -174,3 +174,13 @@ def test_missing_id_column_is_a_clear_error(tmp_path):
     pd.DataFrame({"patient": ["a"], "Standardized Organ": ["liver"]}).to_csv(path, index=False)
     with pytest.raises(ValueError, match="no case id column"):
         read_tumors_csv(path)
+
+
+def test_reads_windows_1252_metadata(tmp_path):
+    """A metadata CSV saved as Windows-1252 is decoded as such (``×`` kept), with a warning naming the row."""
+    path = tmp_path / "metadata.csv"
+    text = "BDMAP ID,Standardized Organ,Tumor Size (mm),Evidence\nA,pancreas,25 × 20,2.5 × 2.0 cm mass\n"
+    path.write_bytes(text.encode("cp1252"))
+    with pytest.warns(UserWarning, match=r"not UTF-8.*\(A\)"):
+        (lesion,) = read_tumors_csv(path)["A"].lesions
+    assert lesion.size_mm == [25.0, 20.0] and lesion.evidence == "2.5 × 2.0 cm mass"

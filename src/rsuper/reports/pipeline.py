@@ -25,9 +25,9 @@ from rsuper.reports.cache import AnswerCache, text_sha256
 from rsuper.reports.llm import LLMExtractor, LLMOptions
 from rsuper.reports.rules import extract_rules
 from rsuper.reports.schema import CaseFindings
-from rsuper.reports.tables import ID_COLUMNS, find_column, write_cases_csv, write_tumors_csv
+from rsuper.reports.tables import TEXT_COLUMNS, read_reports_csv, write_cases_csv, write_tumors_csv
 
-TEXT_COLUMNS: tuple[str, ...] = ("Report", "Findings", "report", "findings", "text", "Report Text")
+__all__ = ["TEXT_COLUMNS", "ExtractionSummary", "ReportRow", "load_findings", "read_reports", "run_extraction"]
 FINDINGS_FILE = "findings.jsonl"
 
 
@@ -53,27 +53,18 @@ class ExtractionSummary:
 
 
 def read_reports(path: str | os.PathLike[str]) -> list[ReportRow]:
-    """Reads a reports CSV (id column ``BDMAP ID``/``Encrypted Accession Number``/``id``, text column
-    ``Report``/``Findings``/``report``). Undecodable bytes become U+FFFD and are noted on the row; empty
-    reports and repeated ids are kept as rows with a ``problem``. Raises ``ValueError`` naming the file
-    when a column is missing.
+    """Reads a reports CSV (``rsuper.reports.tables.read_reports_csv``: id column ``BDMAP ID``/``Encrypted
+    Accession Number``/``id``, text column ``Report``/``Findings``/``report``; rows that are not UTF-8 are
+    read as Windows-1252). Empty reports and repeated ids are kept as rows with a ``problem``. Raises
+    ``ValueError`` naming the file when a column is missing.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"reports table not found: {path}")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
-    id_col = find_column(frame.columns, ID_COLUMNS)
-    text_col = find_column(frame.columns, TEXT_COLUMNS)
-    if id_col is None or text_col is None:
-        missing = "case id" if id_col is None else "report text"
-        expected = ID_COLUMNS if id_col is None else TEXT_COLUMNS
-        raise ValueError(
-            f"{path}: no {missing} column; expected one of {list(expected)}, found {list(frame.columns)}. "
-            "Rename the column (e.g. to 'BDMAP ID' and 'Report')."
-        )
+    return _report_rows(read_reports_csv(path).frame)
+
+
+def _report_rows(table: pd.DataFrame) -> list[ReportRow]:
     rows: list[ReportRow] = []
     seen: set[str] = set()
-    for number, (case_id, text) in enumerate(zip(frame[id_col], frame[text_col]), start=2):
+    for case_id, text, number in zip(table["id"], table["report"], table["source_row"]):
         case_id, text = str(case_id).strip(), str(text)
         problem = None
         if not case_id:
@@ -86,7 +77,8 @@ def read_reports(path: str | os.PathLike[str]) -> list[ReportRow]:
         note = None
         if "\ufffd" in text:
             text = text.replace("\ufffd", " ")
-            note = f"row {number}: {case_id!r} has bytes that are not UTF-8; they were replaced by spaces"
+            note = (f"row {number}: {case_id!r} has characters that could not be decoded (U+FFFD); they were "
+                    "replaced by spaces. Check the text of this report")
         seen.add(case_id)
         rows.append(ReportRow(case_id, text, problem, note))
     return rows
@@ -129,10 +121,13 @@ def run_extraction(
         raise ValueError("the llm backend needs --base-url and --model")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_reports(reports_csv)
+    reports = read_reports_csv(reports_csv)
+    rows = _report_rows(reports.frame)
     findings_path = out / FINDINGS_FILE
     previous = load_findings(findings_path)
     summary = ExtractionSummary(out)
+    if reports.warning:
+        summary.messages.append(reports.warning)
     todo: list[ReportRow] = []
     for row in rows:
         if row.note:
