@@ -101,3 +101,34 @@ def test_windows_1252_reports_keep_the_times_sign(tmp_path):
     assert found["A"].lesions[0].size_mm == [31.0, 24.0]  # not 3.1 mm
     assert found["B"].lesions[0].size_mm == [12.0]
     assert "not UTF-8" in _flat(result) and "Windows-1252" in _flat(result) and "(A)" in _flat(result)
+
+
+def _reports(path: Path, rows: dict[str, str]) -> Path:
+    pd.DataFrame({"BDMAP ID": list(rows), "Report": list(rows.values())}).to_csv(path, index=False)
+    return path
+
+
+def test_changed_report_text_is_extracted_again(tmp_path):
+    out = tmp_path / "out"
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "No pancreatic mass."})
+    assert runner.invoke(app, ["extract", str(csv), "--out", str(out)]).exit_code == 0
+    _reports(csv, {"A": "3 cm mass in the pancreatic head.", "B": "No pancreatic mass."})
+    again = runner.invoke(app, ["extract", str(csv), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "1 extracted" in _flat(again) and "1 reused" in _flat(again)
+    lesions = read_tumors_csv(out / "tumors.csv")["A"].lesions
+    assert [(x.organ, x.location, x.size_mm) for x in lesions] == [("pancreas", ["head"], [30.0])]
+
+
+def test_torn_findings_line_is_repaired_before_appending(tmp_path):
+    out = tmp_path / "out"
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "1 cm cyst in segment 7."})
+    assert runner.invoke(app, ["extract", str(csv), "--out", str(out)]).exit_code == 0
+    findings = out / "findings.jsonl"
+    first, second = findings.read_text().splitlines()
+    findings.write_text(first + "\n" + second[: len(second) // 2])  # a crash while writing B's line
+    again = runner.invoke(app, ["extract", str(csv), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert set(read_tumors_csv(out / "tumors.csv")) == {"A", "B"}  # B's new line was not glued to the torn one
+    assert "torn last line" in _flat(again) and "1 extracted" in _flat(again)
+    assert [json.loads(line)["case_id"] for line in findings.read_text().splitlines()] == ["A", "B"]

@@ -2,8 +2,10 @@
 
 ``findings.jsonl`` gets one line per case as soon as it is done (with backend, model, prompt version,
 evidence and the sha256 of the report text), so a rerun skips the cases already done and a crash loses
-nothing; the two tables are then rewritten atomically from it. Bad rows (empty report, duplicate id)
-are recorded with an error message and never stop the other rows.
+nothing; the two tables are then rewritten atomically from it. A case is reused only when its report text
+(sha256), backend, model and prompt version all match the earlier line and that line has no error; a torn
+last line left by a crash is cut off (with a warning) before anything is appended. Bad rows (empty
+report, duplicate id) are recorded with an error message and never stop the other rows.
 
 Example:
     >>> summary = run_extraction("reports.csv", "out/extract", backend="rules")
@@ -21,13 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsuper.reports.cache import AnswerCache, text_sha256
+from rsuper.reports.cache import AnswerCache, repair_torn_tail, text_sha256
 from rsuper.reports.llm import LLMExtractor, LLMOptions
+from rsuper.reports.prompt import PROMPT_VERSION
 from rsuper.reports.rules import extract_rules
 from rsuper.reports.schema import CaseFindings
 from rsuper.reports.tables import TEXT_COLUMNS, read_reports_csv, write_cases_csv, write_tumors_csv
 
 __all__ = ["TEXT_COLUMNS", "ExtractionSummary", "ReportRow", "load_findings", "read_reports", "run_extraction"]
+
 FINDINGS_FILE = "findings.jsonl"
 
 
@@ -86,7 +90,12 @@ def _report_rows(table: pd.DataFrame) -> list[ReportRow]:
 
 def load_findings(path: str | os.PathLike[str]) -> dict[str, CaseFindings]:
     """Findings already in a findings.jsonl (last line per case wins; a torn last line is ignored)."""
-    found: dict[str, CaseFindings] = {}
+    return {case_id: findings for case_id, (findings, _) in _load_records(path).items()}
+
+
+def _load_records(path: str | os.PathLike[str]) -> dict[str, tuple[CaseFindings, str | None]]:
+    """``{case_id: (findings, sha256 of the report text they came from)}``; last line per case wins."""
+    found: dict[str, tuple[CaseFindings, str | None]] = {}
     path = Path(path)
     if not path.is_file():
         return found
@@ -94,8 +103,8 @@ def load_findings(path: str | os.PathLike[str]) -> dict[str, CaseFindings]:
         for line in handle:
             try:
                 record = json.loads(line)
-                found[record["case_id"]] = CaseFindings.model_validate(record)
-            except (json.JSONDecodeError, KeyError, ValueError):
+                found[record["case_id"]] = (CaseFindings.model_validate(record), record.get("report_sha256"))
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError):
                 continue
     return found
 
@@ -124,10 +133,14 @@ def run_extraction(
     reports = read_reports_csv(reports_csv)
     rows = _report_rows(reports.frame)
     findings_path = out / FINDINGS_FILE
-    previous = load_findings(findings_path)
     summary = ExtractionSummary(out)
     if reports.warning:
         summary.messages.append(reports.warning)
+    if torn := repair_torn_tail(findings_path):
+        summary.messages.append(torn)
+    previous = _load_records(findings_path)
+    model = llm_options.model if backend == "llm" else None
+    version = PROMPT_VERSION if backend == "llm" else None
     todo: list[ReportRow] = []
     for row in rows:
         if row.note:
@@ -140,8 +153,9 @@ def run_extraction(
             if progress:
                 progress(1)
             continue
-        known = previous.get(row.case_id)
-        if known is not None and known.error is None and known.backend == backend:
+        known, known_sha = previous.get(row.case_id, (None, None))
+        if (known is not None and known.error is None and known_sha == text_sha256(row.text)
+                and (known.backend, known.model, known.prompt_version) == (backend, model, version)):
             summary.reused += 1
             if progress:
                 progress(1)
@@ -165,10 +179,12 @@ def run_extraction(
                 record(extract_rules(row.case_id, row.text))
             except Exception as error:  # noqa: BLE001 (one bad report must not stop the others)
                 record(CaseFindings(case_id=row.case_id, error=f"rules backend failed: {error!r}"))
-    else:
+    elif todo:
         cache = AnswerCache(cache_path or out / "llm_cache.jsonl")
+        summary.messages.extend(cache.notes)
         extractor = LLMExtractor(llm_options, cache)
         asyncio.run(extractor.extract_many([(row.case_id, row.text) for row in todo], on_done=record))
+        summary.messages.extend(extractor.warnings)
     final = load_findings(findings_path)
     ordered = [final[row.case_id] for row in rows if not (row.problem and "duplicate" in row.problem)
                and row.case_id in final]
