@@ -132,3 +132,34 @@ def test_torn_findings_line_is_repaired_before_appending(tmp_path):
     assert set(read_tumors_csv(out / "tumors.csv")) == {"A", "B"}  # B's new line was not glued to the torn one
     assert "torn last line" in _flat(again) and "1 extracted" in _flat(again)
     assert [json.loads(line)["case_id"] for line in findings.read_text().splitlines()] == ["A", "B"]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_extract_exits_nonzero_when_the_llm_server_is_down(tmp_path):
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "No pancreatic mass."})
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    result = runner.invoke(app, [
+        "extract", str(csv), "--out", str(tmp_path / "out"), "--backend", "llm", "--base-url", url,
+        "--model", "m", "--max-retries", "0",
+    ], terminal_width=240)
+    assert result.exit_code == 1, result.output
+    flat = _flat(result)
+    assert "2 failed" in flat and "A, B" in flat and url in flat
+
+
+def test_extract_exits_nonzero_when_one_report_failed(tmp_path):
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "No mass. [[nonjson]]"})
+    with FakeLLMServer() as server:
+        args = ["extract", str(csv), "--out", str(tmp_path / "out"), "--backend", "llm", "--base-url",
+                server.base_url, "--model", "fake"]
+        result = runner.invoke(app, args, terminal_width=240)
+    assert result.exit_code == 1, result.output
+    assert "1 extracted" in _flat(result) and "1 failed" in _flat(result) and "B" in _flat(result)
+    assert set(read_tumors_csv(tmp_path / "out" / "tumors.csv")) == {"A"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import pytest
@@ -157,3 +158,12 @@ def test_pipeline_reuses_findings_only_for_the_same_model_and_prompt(tmp_path):
         findings.write_text("".join(json.dumps(line) + "\n" for line in lines))
         assert (run("m2").done, run("m2").reused) == (1, 1)
     assert load_findings(findings)["A"].model == "m2"
+
+
+def test_connection_error_names_the_base_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = LLMOptions(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=0)
+    (found,) = asyncio.run(LLMExtractor(options).extract_many([("a", REPORT)], lambda _: None))
+    assert f"http://127.0.0.1:{port}/v1" in found.error and "--base-url" in found.error

@@ -124,6 +124,14 @@ class LLMExtractor:
                 answer = parse_answer(await self._complete(repair))
         except InvalidAnswer as error:
             return self._findings(case_id, error=f"LLM answer invalid after one repair request: {error}")
+        except openai.APITimeoutError:
+            return self._findings(case_id, error=(
+                f"LLM request to {self.options.base_url} timed out after {self.options.timeout_s:g} s "
+                f"(APITimeoutError, {self.options.max_retries} retries); raise --timeout or lower --concurrency"))
+        except openai.APIConnectionError as error:
+            return self._findings(case_id, error=(
+                f"cannot connect to the LLM server at {self.options.base_url} ({type(error).__name__}: {error}); "
+                "start the server or fix --base-url"))
         except openai.OpenAIError as error:
             return self._findings(case_id, error=f"LLM request failed: {type(error).__name__}: {error}")
         if self.cache is not None:

@@ -47,12 +47,16 @@ class ReportRow:
 
 @dataclass
 class ExtractionSummary:
-    """What a run did: cases extracted now, reused from an earlier run, failed (with messages)."""
+    """What a run did: cases extracted now, reused from an earlier run, skipped (bad input rows: empty
+    report, empty or repeated id) and failed (extraction error; ``failures`` maps case id to the error).
+    ``messages`` are one-line warnings (bad rows, encodings, repaired files, re-asked cache entries)."""
 
     out_dir: Path
     done: int = 0
     reused: int = 0
+    skipped: int = 0
     failed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
 
 
@@ -146,7 +150,7 @@ def run_extraction(
         if row.note:
             summary.messages.append(row.note)
         if row.problem:
-            summary.failed += 1
+            summary.skipped += 1
             summary.messages.append(row.problem)
             if "duplicate" not in row.problem:
                 _append(findings_path, CaseFindings(case_id=row.case_id, backend=backend, error=row.problem), row.text)
@@ -166,7 +170,7 @@ def run_extraction(
         _append(findings_path, findings, texts[findings.case_id])
         if findings.error:
             summary.failed += 1
-            summary.messages.append(f"{findings.case_id}: {findings.error}")
+            summary.failures[findings.case_id] = findings.error
         else:
             summary.done += 1
         if progress:
