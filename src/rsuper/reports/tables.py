@@ -219,7 +219,12 @@ def read_csv_text(path: str | os.PathLike[str]) -> DecodedCSV:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"{path} is UTF-16 text; save it as 'CSV UTF-8' (comma-separated) and rerun")
     raw = raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
     try:
         text = raw.decode("utf-8")
