@@ -162,3 +162,17 @@ def test_nnunet_label_map_values_are_checked_against_dataset_json(tmp_path):
     problems = check_dataset(root)
     assert [(p.case_id, p.kind) for p in problems] == [("bad", "non_binary")]
     assert "[7]" in problems[0].message
+
+
+def test_windows_1252_reports_are_read_with_a_warning(tmp_path):
+    rng = np.random.default_rng(4)
+    root = tmp_path / "reports"
+    _write_case(root, "c1", rng)
+    _write_case(root, "c2", rng)
+    csv = tmp_path / "r.csv"
+    csv.write_bytes("BDMAP ID,Report\nc1,3.1 × 2.4 cm mass in the pancreatic head.\nc2,No mass.\n".encode("cp1252"))
+    result = runner.invoke(app, ["check", str(root), "--reports", str(csv)], terminal_width=240)
+    assert result.exit_code == 0, result.output
+    (problem,) = [p for p in check_dataset(root, reports_csv=csv) if p.kind == "not_utf8"]
+    assert not problem.blocking and "c1" in problem.message and "c2" not in problem.message
+    assert "Windows-1252" in problem.message

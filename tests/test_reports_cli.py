@@ -88,3 +88,78 @@ def test_score_labelled_set_and_compare_llm_with_rules(tmp_path):
     assert "scored against" in _flat(result)
     llm = read_tumors_csv(tmp_path / "llm" / "tumors.csv")
     assert len(llm) == 6 and all(case.backend == "llm" for case in llm.values())
+
+
+def test_windows_1252_reports_keep_the_times_sign(tmp_path):
+    csv = tmp_path / "r.csv"
+    csv.write_bytes(
+        "BDMAP ID,Report\nA,3.1 × 2.4 cm mass in the pancreatic head.\nB,1.2 cm cyst in segment 7.\n".encode("cp1252")
+    )
+    result = runner.invoke(app, ["extract", str(csv), "--out", str(tmp_path / "out")], terminal_width=240)
+    assert result.exit_code == 0, result.output
+    found = read_tumors_csv(tmp_path / "out" / "tumors.csv")
+    assert found["A"].lesions[0].size_mm == [31.0, 24.0]  # not 3.1 mm
+    assert found["B"].lesions[0].size_mm == [12.0]
+    assert "not UTF-8" in _flat(result) and "Windows-1252" in _flat(result) and "(A)" in _flat(result)
+
+
+def _reports(path: Path, rows: dict[str, str]) -> Path:
+    pd.DataFrame({"BDMAP ID": list(rows), "Report": list(rows.values())}).to_csv(path, index=False)
+    return path
+
+
+def test_changed_report_text_is_extracted_again(tmp_path):
+    out = tmp_path / "out"
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "No pancreatic mass."})
+    assert runner.invoke(app, ["extract", str(csv), "--out", str(out)]).exit_code == 0
+    _reports(csv, {"A": "3 cm mass in the pancreatic head.", "B": "No pancreatic mass."})
+    again = runner.invoke(app, ["extract", str(csv), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "1 extracted" in _flat(again) and "1 reused" in _flat(again)
+    lesions = read_tumors_csv(out / "tumors.csv")["A"].lesions
+    assert [(x.organ, x.location, x.size_mm) for x in lesions] == [("pancreas", ["head"], [30.0])]
+
+
+def test_torn_findings_line_is_repaired_before_appending(tmp_path):
+    out = tmp_path / "out"
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "1 cm cyst in segment 7."})
+    assert runner.invoke(app, ["extract", str(csv), "--out", str(out)]).exit_code == 0
+    findings = out / "findings.jsonl"
+    first, second = findings.read_text().splitlines()
+    findings.write_text(first + "\n" + second[: len(second) // 2])  # a crash while writing B's line
+    again = runner.invoke(app, ["extract", str(csv), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert set(read_tumors_csv(out / "tumors.csv")) == {"A", "B"}  # B's new line was not glued to the torn one
+    assert "torn last line" in _flat(again) and "1 extracted" in _flat(again)
+    assert [json.loads(line)["case_id"] for line in findings.read_text().splitlines()] == ["A", "B"]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_extract_exits_nonzero_when_the_llm_server_is_down(tmp_path):
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "No pancreatic mass."})
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    result = runner.invoke(app, [
+        "extract", str(csv), "--out", str(tmp_path / "out"), "--backend", "llm", "--base-url", url,
+        "--model", "m", "--max-retries", "0",
+    ], terminal_width=240)
+    assert result.exit_code == 1, result.output
+    flat = _flat(result)
+    assert "2 failed" in flat and "A, B" in flat and url in flat
+
+
+def test_extract_exits_nonzero_when_one_report_failed(tmp_path):
+    csv = _reports(tmp_path / "r.csv", {"A": "2 cm cyst in the left kidney.", "B": "No mass. [[nonjson]]"})
+    with FakeLLMServer() as server:
+        args = ["extract", str(csv), "--out", str(tmp_path / "out"), "--backend", "llm", "--base-url",
+                server.base_url, "--model", "fake"]
+        result = runner.invoke(app, args, terminal_width=240)
+    assert result.exit_code == 1, result.output
+    assert "1 extracted" in _flat(result) and "1 failed" in _flat(result) and "B" in _flat(result)
+    assert set(read_tumors_csv(tmp_path / "out" / "tumors.csv")) == {"A"}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
 
 import pytest
 
-from rsuper.reports.cache import AnswerCache
+from rsuper.reports.cache import AnswerCache, cache_key
 from rsuper.reports.fake_llm import FakeLLMServer
 from rsuper.reports.llm import InvalidAnswer, LLMExtractor, LLMOptions, parse_answer
-from rsuper.reports.pipeline import run_extraction
+from rsuper.reports.pipeline import load_findings, run_extraction
 from rsuper.reports.prompt import PROMPT_VERSION
 
 REPORT = "FINDINGS: 2.3 x 1.9 cm hypoenhancing mass in the pancreatic head. Liver: no focal lesion."
@@ -113,3 +115,55 @@ def test_pipeline_llm_resumes_without_requests(tmp_path, monkeypatch):
         assert again.reused == 1 and server.requests == before + 2  # only the failed row is asked again
     text = "".join(p.read_text() for p in (tmp_path / "out").iterdir())
     assert "sk-secret-value" not in text
+
+
+def test_torn_cache_line_is_repaired_before_appending(tmp_path):
+    cache_path = tmp_path / "cache.jsonl"
+    cache_path.write_text('{"key": "k1", "answer": {"lesions": []}}\n{"key": "k2", "ans')  # crash mid-line
+    cache = AnswerCache(cache_path)
+    assert cache.get("k1") == {"lesions": []} and cache.get("k2") is None
+    cache.put("k3", {"lesions": []})
+    assert AnswerCache(cache_path).get("k3") == {"lesions": []}  # not glued to the torn line
+    assert any("torn last line" in note for note in cache.notes)
+
+
+def test_invalid_cached_answer_is_asked_again(tmp_path):
+    cache_path = tmp_path / "cache.jsonl"
+    options = LLMOptions(base_url="http://unused/v1", model="fake-model")
+    key = cache_key(REPORT, "fake-model", PROMPT_VERSION)
+    bad = {"lesions": [{"organ": "liver", "size_mm": [1, 2, 3, 4, 5]}]}  # e.g. written by an older schema
+    cache_path.write_text(json.dumps({"key": key, "answer": bad}) + "\n")
+    with FakeLLMServer() as server:
+        (found,), extractor = _run(server, [("c1", REPORT)], AnswerCache(cache_path))
+    assert found.error is None and found.lesions[0].organ == "pancreas" and server.requests == 1
+    assert any("c1" in w and "cached" in w for w in extractor.warnings)
+    assert AnswerCache(cache_path).get(key)["lesions"][0]["organ"] == "pancreas"  # the good answer replaces it
+
+
+def test_pipeline_reuses_findings_only_for_the_same_model_and_prompt(tmp_path):
+    csv = tmp_path / "reports.csv"
+    csv.write_text('BDMAP ID,Report\nA,"' + REPORT + '"\n', encoding="utf-8")
+    out = tmp_path / "out"
+    with FakeLLMServer() as server:
+        def run(model):
+            options = LLMOptions(base_url=server.base_url, model=model, backoff_s=0.01)
+            return run_extraction(csv, out, backend="llm", llm_options=options)
+
+        assert (run("m1").done, run("m1").reused) == (1, 1)
+        other = run("m2")
+        assert (other.done, other.reused) == (1, 0)
+        findings = out / "findings.jsonl"
+        lines = [json.loads(line) for line in findings.read_text().splitlines()]
+        lines[-1]["prompt_version"] = "rsuper-extract-v0"  # written by an older prompt
+        findings.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        assert (run("m2").done, run("m2").reused) == (1, 1)
+    assert load_findings(findings)["A"].model == "m2"
+
+
+def test_connection_error_names_the_base_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = LLMOptions(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=0)
+    (found,) = asyncio.run(LLMExtractor(options).extract_many([("a", REPORT)], lambda _: None))
+    assert f"http://127.0.0.1:{port}/v1" in found.error and "--base-url" in found.error

@@ -12,6 +12,7 @@ from rsuper.reports.schema import CaseFindings, Lesion, volume_from_diameters
 from rsuper.reports.tables import (
     TUMOR_COLUMNS,
     read_cases_csv,
+    read_reports_csv,
     read_tumors_csv,
     write_cases_csv,
     write_tumors_csv,
@@ -174,3 +175,23 @@ def test_missing_id_column_is_a_clear_error(tmp_path):
     pd.DataFrame({"patient": ["a"], "Standardized Organ": ["liver"]}).to_csv(path, index=False)
     with pytest.raises(ValueError, match="no case id column"):
         read_tumors_csv(path)
+
+
+def test_reads_windows_1252_metadata(tmp_path):
+    """A metadata CSV saved as Windows-1252 is decoded as such (``×`` kept), with a warning naming the row."""
+    path = tmp_path / "metadata.csv"
+    text = "BDMAP ID,Standardized Organ,Tumor Size (mm),Evidence\nA,pancreas,25 × 20,2.5 × 2.0 cm mass\n"
+    path.write_bytes(text.encode("cp1252"))
+    with pytest.warns(UserWarning, match=r"not UTF-8.*\(A\)"):
+        (lesion,) = read_tumors_csv(path)["A"].lesions
+    assert lesion.size_mm == [25.0, 20.0] and lesion.evidence == "2.5 × 2.0 cm mass"
+
+
+def test_reports_csv_with_bom_reads_and_utf16_is_a_clear_error(tmp_path):
+    path = tmp_path / "reports.csv"
+    path.write_bytes("BDMAP ID,Report\nA,2 cm cyst\n".encode("utf-8-sig"))
+    table = read_reports_csv(path)
+    assert table.frame["id"].tolist() == ["A"] and table.warning is None
+    path.write_bytes("BDMAP ID,Report\nA,2 cm cyst\n".encode("utf-16"))
+    with pytest.raises(ValueError, match="UTF-16"):
+        read_reports_csv(path)

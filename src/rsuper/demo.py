@@ -40,6 +40,7 @@ from rsuper.evaluate.compare import compare_predictions
 from rsuper.evaluate.run import EvaluationSettings
 from rsuper.infer.predict import PredictOptions, Predictor, check_tta_mode, find_ct_inputs, predict_cases
 from rsuper.reports.pipeline import run_extraction
+from rsuper.reports.tables import read_csv_text
 from rsuper.train.trainer import train
 
 MODEL_NAMES = ("masks-only", "R-Super")
@@ -178,7 +179,7 @@ def _generate(plan: DemoPlan, log: Log) -> Path:
 
 def _report_only_csv(data: Path, out: Path) -> Path:
     """reports.csv restricted to the report split (the test reports are for evaluation only)."""
-    table = pd.read_csv(data / "reports.csv")
+    table = read_csv_text(data / "reports.csv").frame
     path = out / "reports_train.csv"
     if not path.is_file():
         out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,21 @@ def _score_table(result, title: str) -> Table:
     return table
 
 
+def _ids(ids: list[str], limit: int = 10) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _print_failures(failures: dict[str, str], out: Path, limit: int = 10) -> None:
+    """One line per distinct error (the cases it hit listed briefly), at most ``limit`` lines."""
+    by_error: dict[str, list[str]] = {}
+    for case_id, error in failures.items():
+        by_error.setdefault(error, []).append(case_id)
+    for error, ids in list(by_error.items())[:limit]:
+        console.print(f"[red]failed:[/] {_ids(ids)}: {error}", highlight=False)
+    if len(by_error) > limit:
+        console.print(f"[red]... {len(by_error) - limit} more errors; each is in {out}/findings.jsonl ('error')[/]")
+
+
 def register(app: typer.Typer) -> None:
     """Adds the `extract` and `extract-score` commands to the rsuper app."""
 
@@ -49,7 +64,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Extract lesions (organ, location, size, count) from radiology reports into R-Super tables.
 
-        Reruns resume: cases already in OUT/findings.jsonl are skipped. Bad rows are reported and skipped.
+        Reruns resume: a case already in OUT/findings.jsonl is reused when its report text, backend, model and
+        prompt version are unchanged. Bad rows (empty report, duplicate id) are reported and skipped. Exits
+        with code 1 when the extraction of any report failed (e.g. the LLM server is unreachable).
 
         Example: rsuper extract reports.csv --out extract_rules
 
@@ -79,9 +96,11 @@ def register(app: typer.Typer) -> None:
             summary = run_extraction(reports_csv, out, backend=backend, llm_options=options, cache_path=cache,
                                      progress=lambda n: bar.advance(task, n))
         for message in summary.messages:
-            console.print(f"[yellow]{message}[/]")
+            console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        _print_failures(summary.failures, out)
+        skipped = f"{summary.skipped} skipped (bad rows), " if summary.skipped else ""
         console.print(
-            f"[green]{summary.done} extracted[/], {summary.reused} reused from an earlier run, "
+            f"[green]{summary.done} extracted[/], {summary.reused} reused from an earlier run, {skipped}"
             f"[{'red' if summary.failed else 'green'}]{summary.failed} failed[/] -> {out}/tumors.csv, cases.csv, "
             "findings.jsonl"
         )
@@ -94,6 +113,10 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  {line}")
             if len(result.disagreements) > 100:
                 console.print(f"  ... {len(result.disagreements) - 100} more disagreements")
+        if summary.failed:
+            console.print(f"[red]{summary.failed} of {total} reports failed ({_ids(list(summary.failures))}); they are "
+                          "not in the tables. Fix the cause above and rerun: finished cases are kept.[/]")
+            raise typer.Exit(1)
 
     @app.command("extract-score")
     def extract_score(

@@ -23,9 +23,8 @@ import pandas as pd
 from rsuper.anatomy.labels import is_lesion_class
 from rsuper.data.cases import SEGMENTATIONS_DIR, Case, DatasetLayoutError, discover_cases
 from rsuper.io import NiftiReadError, Volume, load_nifti
+from rsuper.reports.tables import read_reports_csv
 
-ID_COLUMNS = ("BDMAP ID", "Encrypted Accession Number", "id")
-REPORT_COLUMNS = ("Report", "Findings", "report")
 AFFINE_TOLERANCE_MM = 1e-3
 DATASET = "(dataset)"
 
@@ -47,24 +46,11 @@ class Problem:
 def read_reports_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Reads a reports CSV into columns ``id`` and ``report`` (strings; ``source_row`` keeps the CSV row).
 
-    Accepts id columns ``BDMAP ID`` / ``Encrypted Accession Number`` / ``id`` and report columns
-    ``Report`` / ``Findings`` / ``report`` (first one present wins).
+    The same reader as ``rsuper extract`` (``rsuper.reports.tables.read_reports_csv``): id columns
+    ``BDMAP ID`` / ``Encrypted Accession Number`` / ``id``, report columns ``Report`` / ``Findings`` /
+    ``report``; UTF-8, with rows that are not UTF-8 read as Windows-1252.
     """
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read reports table {path}: {exc}") from exc
-    id_col = next((c for c in ID_COLUMNS if c in frame.columns), None)
-    report_col = next((c for c in REPORT_COLUMNS if c in frame.columns), None)
-    if id_col is None or report_col is None:
-        raise ValueError(
-            f"{path} has columns {list(frame.columns)}; it needs an id column (one of {list(ID_COLUMNS)}) "
-            f"and a report column (one of {list(REPORT_COLUMNS)})"
-        )
-    return pd.DataFrame(
-        {"id": frame[id_col].str.strip(), "report": frame[report_col], "source_row": frame.index + 2}
-    )
+    return read_reports_csv(path).frame
 
 
 def _ct_problems(case_id: str, ct: Volume, file: str) -> list[Problem]:
@@ -245,7 +231,7 @@ def check_dataset(
         cases = discover_cases(root)
     except DatasetLayoutError as exc:
         return [Problem(DATASET, "layout", str(exc), str(root))]
-    reports = read_reports_table(reports_csv) if reports_csv is not None else None
+    reports, encoding_warning = read_reports_csv(reports_csv) if reports_csv is not None else (None, None)
     if reports_dataset is None:
         reports_dataset = reports is not None
     with_report = set(reports["id"]) if reports is not None else {c.case_id for c in cases}
@@ -256,4 +242,6 @@ def check_dataset(
             on_case(case)
     if reports is not None:
         problems += _report_problems(reports, cases, Path(reports_csv).name)
+    if encoding_warning:
+        problems.append(Problem(DATASET, "not_utf8", encoding_warning, Path(reports_csv).name, blocking=False))
     return problems

@@ -1,7 +1,8 @@
 """On-disk cache of LLM answers keyed by (sha256 of the report text, model, prompt version).
 
 An append-only JSONL file: one ``{"key": ..., "answer": {...}}`` line per answered report, flushed as it is
-written, so a crash loses at most the line being written (a torn last line is ignored on load).
+written, so a crash loses at most the line being written. Such a torn last line is cut off when the cache
+is opened (``repair_torn_tail``, noted in ``AnswerCache.notes``), so the next answer is not glued to it.
 
 Example:
     >>> cache = AnswerCache("out/llm_cache.jsonl")
@@ -24,6 +25,36 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()
 
 
+def repair_torn_tail(path: str | os.PathLike[str]) -> str | None:
+    """Cuts a JSONL file back to its last complete line (one ending in a newline), so that the next
+    appended line does not merge with a line torn by a crash. Returns a one-line warning, or ``None`` when
+    the file is absent or already ends with a newline.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return None
+        keep, chunk = 0, 1 << 16
+        end = size
+        while end > 0:
+            start = max(0, end - chunk)
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        handle.truncate(keep)
+    return (f"{path.name}: cut off a torn last line ({size - keep} bytes) left by an interrupted run; "
+            "that entry is redone")
+
+
 def cache_key(text: str, model: str, prompt_version: str) -> str:
     """Cache key of one (report, model, prompt) triple."""
     return f"{text_sha256(text)}|{model}|{prompt_version}"
@@ -36,6 +67,9 @@ class AnswerCache:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._answers: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []  # one-line warnings about the file (a repaired torn line)
+        if torn := repair_torn_tail(self.path):
+            self.notes.append(torn)
         if self.path.is_file():
             with self.path.open(encoding="utf-8", errors="replace") as handle:
                 for line in handle:

@@ -82,6 +82,7 @@ class LLMExtractor:
         self.options = options
         self.cache = cache
         self.requests_made = 0
+        self.warnings: list[str] = []  # one-line notes, e.g. a cached answer that had to be asked again
         self._format = options.response_format
         self._client = openai.AsyncOpenAI(
             base_url=options.base_url,
@@ -105,7 +106,14 @@ class LLMExtractor:
         report = text[: self.options.max_report_chars]
         key = cache_key(report, self.options.model, PROMPT_VERSION)
         if self.cache is not None and (cached := self.cache.get(key)) is not None:
-            return self._findings(case_id, LLMAnswer.model_validate(cached))
+            try:
+                return self._findings(case_id, LLMAnswer.model_validate(cached))
+            except ValidationError as error:
+                first = error.errors()[0]
+                self.warnings.append(
+                    f"{case_id}: the cached answer in {self.cache.path.name} does not follow the current schema "
+                    f"({first['msg']} at {'.'.join(str(p) for p in first['loc'])}); asked the model again"
+                )
         messages = build_messages(report)
         try:
             content = await self._complete(messages)
@@ -116,6 +124,14 @@ class LLMExtractor:
                 answer = parse_answer(await self._complete(repair))
         except InvalidAnswer as error:
             return self._findings(case_id, error=f"LLM answer invalid after one repair request: {error}")
+        except openai.APITimeoutError:
+            return self._findings(case_id, error=(
+                f"LLM request to {self.options.base_url} timed out after {self.options.timeout_s:g} s "
+                f"(APITimeoutError, {self.options.max_retries} retries); raise --timeout or lower --concurrency"))
+        except openai.APIConnectionError as error:
+            return self._findings(case_id, error=(
+                f"cannot connect to the LLM server at {self.options.base_url} ({type(error).__name__}: {error}); "
+                "start the server or fix --base-url"))
         except openai.OpenAIError as error:
             return self._findings(case_id, error=f"LLM request failed: {type(error).__name__}: {error}")
         if self.cache is not None:

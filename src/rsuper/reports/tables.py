@@ -4,17 +4,25 @@ Column names follow METHOD.md §2 (and R-Super's released metadata, including th
 so tables written here and R-Super's own metadata CSVs are read by the same functions. Cases whose
 extraction failed (``CaseFindings.error``) are left out of both tables: a failure is not "no lesion".
 
+Every CSV here, and every reports CSV (``read_reports_csv``, used by ``rsuper extract`` and ``rsuper check``),
+is read by ``read_csv_text``: UTF-8, with cells that are not UTF-8 decoded as Windows-1252 (Excel's default
+on Windows) and named in a warning, so ``3.1 × 2.4 cm`` keeps its ``×``.
+
 Example:
     >>> write_tumors_csv(findings, "out/tumors.csv")
     >>> findings_again = read_tumors_csv("out/tumors.csv")  # {case_id: CaseFindings}
+    >>> reports = read_reports_csv("reports.csv")  # .frame: id, report, source_row; .warning
 """
 
 from __future__ import annotations
 
+import codecs
+import io
 import math
 import os
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +33,7 @@ from rsuper.reports.schema import CaseFindings, Lesion
 from rsuper.reports.vocabulary import CORE_ORGANS, ORGANS, canonical_organ
 
 ID_COLUMNS: tuple[str, ...] = ("BDMAP ID", "Encrypted Accession Number", "id", "case_id", "Case ID")
+TEXT_COLUMNS: tuple[str, ...] = ("Report", "Findings", "report", "findings", "text", "Report Text")
 NO_LESION_ID = "no lesion"
 TUMOR_COLUMNS: tuple[str, ...] = (
     "BDMAP ID",
@@ -184,11 +193,117 @@ def write_cases_csv(findings: Iterable[CaseFindings], path: str | os.PathLike[st
     return Path(path)
 
 
-def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+class DecodedCSV(NamedTuple):
+    """A CSV read as strings; ``non_utf8_rows``: positions in ``frame`` of rows with a cell that was not
+    valid UTF-8 and was decoded as Windows-1252."""
+
+    frame: pd.DataFrame
+    non_utf8_rows: list[int]
+
+
+class ReportsTable(NamedTuple):
+    """A reports CSV: ``frame`` has columns ``id`` (stripped), ``report`` and ``source_row`` (the CSV row,
+    header = 1); ``warning`` is one line naming the rows that were not UTF-8 (``None`` when all were)."""
+
+    frame: pd.DataFrame
+    warning: str | None
+
+
+def read_csv_text(path: str | os.PathLike[str]) -> DecodedCSV:
+    """Reads a CSV as strings (no NaN: empty cells are ``""``), decoding it as UTF-8 (a BOM is allowed).
+
+    A cell that is not valid UTF-8 is decoded as Windows-1252 instead (bytes undefined there become
+    U+FFFD), so a ``×`` saved by Excel on Windows stays ``×`` instead of becoming a gap (``3.1 2.4 cm``
+    would read as 3.1 mm). Raises ``FileNotFoundError`` or ``ValueError`` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
-    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"{path} is UTF-16 text; save it as 'CSV UTF-8' (comma-separated) and rerun")
+    raw = raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    try:
+        if text is not None:
+            return DecodedCSV(pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), [])
+        # latin-1 maps every byte to one character, so each cell's bytes can be recovered and decoded alone
+        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, encoding="latin-1")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"cannot read {path} as a CSV table: {error}") from None
+    frame.columns = [_decode_cell(str(c))[0] for c in frame.columns]
+    bad: set[int] = set()
+    columns = {}
+    for name in frame.columns:
+        decoded = []
+        for position, cell in enumerate(frame[name]):
+            value, fallback = _decode_cell(cell)
+            decoded.append(value)
+            if fallback:
+                bad.add(position)
+        columns[name] = decoded
+    return DecodedCSV(pd.DataFrame(columns, columns=frame.columns, index=frame.index, dtype=str), sorted(bad))
+
+
+def _decode_cell(cell: str) -> tuple[str, bool]:
+    """A latin-1-read cell decoded as UTF-8, else Windows-1252; second value: the fallback was used."""
+    if cell.isascii():
+        return cell, False
+    data = cell.encode("latin-1")
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace"), True
+
+
+def non_utf8_warning(path: str | os.PathLike[str], rows: Sequence[str]) -> str:
+    """One line naming the rows (ids) of ``path`` that were read as Windows-1252."""
+    shown = ", ".join(rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    return (f"{Path(path).name}: {len(rows)} row(s) are not UTF-8 ({shown}); read them as Windows-1252 so "
+            "'×' and '°' survive. Check those rows, or save the file as UTF-8 to silence this")
+
+
+def read_reports_csv(path: str | os.PathLike[str]) -> ReportsTable:
+    """Reads a reports CSV: id column ``BDMAP ID`` / ``Encrypted Accession Number`` / ``id`` (/ ``case_id``),
+    text column ``Report`` / ``Findings`` / ``report`` / ``text`` (case-insensitive; first one present wins).
+
+    Rows are kept as they are (empty ids, empty reports and repeated ids are for the caller to judge).
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file and the columns found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reports table not found: {path}")
+    frame, non_utf8 = read_csv_text(path)
+    id_col = find_column(frame.columns, ID_COLUMNS)
+    text_col = find_column(frame.columns, TEXT_COLUMNS)
+    if id_col is None or text_col is None:
+        missing = "case id" if id_col is None else "report text"
+        expected = ID_COLUMNS if id_col is None else TEXT_COLUMNS
+        raise ValueError(
+            f"{path}: no {missing} column; expected one of {list(expected)}, found {list(frame.columns)}. "
+            "Rename the column (e.g. to 'BDMAP ID' and 'Report')."
+        )
+    table = pd.DataFrame({
+        "id": frame[id_col].str.strip(), "report": frame[text_col], "source_row": frame.index + 2,
+    })
+    labels = list(dict.fromkeys(table["id"].iat[i] or f"row {table['source_row'].iat[i]}" for i in non_utf8))
+    return ReportsTable(table, non_utf8_warning(path, labels) if labels else None)
+
+
+def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A tumors/cases table; rows that were not UTF-8 are named in a ``UserWarning``."""
+    frame, non_utf8 = read_csv_text(path)
+    if non_utf8:
+        id_col = find_column(frame.columns, ID_COLUMNS)
+        labels = [str(frame[id_col].iat[i]).strip() if id_col else f"row {i + 2}" for i in non_utf8]
+        warnings.warn(non_utf8_warning(path, list(dict.fromkeys(labels))), stacklevel=3)
+    return frame
 
 
 def _id_column(frame: pd.DataFrame, path: str | os.PathLike[str]) -> str:
