@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rsuper import __version__
-from rsuper.atomic import write_json_atomic
+from rsuper.atomic import atomic_dir, write_json_atomic
 from rsuper.data.cases import Case, discover_cases, discover_masks
 from rsuper.io import (
     CANONICAL_AXCODES,
@@ -148,8 +147,7 @@ def prepare_case(case: Case, cache_dir: str | os.PathLike[str], spacing_mm: tupl
     hu = resample_to_grid(canonical, shape, affine, order=IMAGE_ORDER).array
     if not np.isfinite(hu).all():
         raise ValueError(f"CT {case.ct_path} contains NaN/Inf voxels; fix or drop this case")
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_PARTIAL_PREFIX}{case.case_id}-", dir=cache_dir))
-    try:
+    with atomic_dir(cache_dir / case.case_id, prefix=f"{_PARTIAL_PREFIX}{case.case_id}-") as tmp:
         np.save(tmp / "ct.npy", normalize_ct(hu))
         del hu
         (tmp / "masks").mkdir()
@@ -188,13 +186,6 @@ def prepare_case(case: Case, cache_dir: str | os.PathLike[str], spacing_mm: tupl
             "foreground_voxels": voxels,
         }
         write_json_atomic(tmp / META, meta)
-        target = cache_dir / case.case_id
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return meta
 
 
