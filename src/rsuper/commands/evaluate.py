@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -84,14 +85,18 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, completed=done, total=total)
 
             try:
-                if comparing:
-                    table = compare_predictions(compare, out, reports, masks, names, images, settings, tick)
-                else:
-                    result = evaluate_predictions(pred, out, reports, masks, settings, progress=tick)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    if comparing:
+                        table = compare_predictions(compare, out, reports, masks, names, images, settings, tick)
+                    else:
+                        result = evaluate_predictions(pred, out, reports, masks, settings, progress=tick)
             except (FileNotFoundError, ValueError) as exc:
                 progress.stop()
                 console.print(f"[red]error:[/red] {exc}")
                 raise typer.Exit(2) from None
+        for warning in caught:
+            console.print(f"[yellow]warning:[/yellow] {warning.message}", soft_wrap=True, markup=True)
         if comparing:
             _print_table("A vs B", table, list(table.columns))
         else:
