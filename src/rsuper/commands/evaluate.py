@@ -13,6 +13,7 @@ from rich.table import Table
 
 from rsuper.evaluate.compare import compare_predictions
 from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+from rsuper.paths import exit_if_output_overlaps
 
 console = Console(stderr=True)
 
@@ -75,6 +76,8 @@ def register(app: typer.Typer) -> None:
         if comparing == (pred is not None):
             console.print("[red]error:[/red] give either --pred DIR or --compare A B")
             raise typer.Exit(2)
+        exit_if_output_overlaps(out, {"--pred": pred, "--compare": compare, "--reports": reports, "--masks": masks,
+                                      "--images": images, "--val-ids": val_ids})
         settings = EvaluationSettings(volume_threshold_mm3=volume_threshold, val_ids=_read_ids(val_ids),
                                       nsd_tolerance_mm=nsd_tolerance, n_bootstrap=bootstrap, seed=seed)
         with Progress(TextColumn("[bold]evaluate[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, find_ct_inputs, predict_cases
+from rsuper.paths import exit_if_output_overlaps
 
 console = Console(stderr=True)
 TTAMode = Enum("TTAMode", {mode: mode for mode in TTA_MODES}, type=str)  # --tta choices, shown by --help
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta flips
         """
+        exit_if_output_overlaps(out, {"INPUT": input_path, "--checkpoint": checkpoint}, "OUT")
         try:
             inputs = find_ct_inputs(input_path)
             if not checkpoint.is_file():

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from rsuper.data.cases import DatasetLayoutError, discover_cases
 from rsuper.data.preprocess import parse_spacing, prepare_dataset
+from rsuper.paths import exit_if_output_overlaps
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         Example: rsuper prepare data/masks --out cache/masks --spacing 2.5 --masks-dir organs/ --workers 4
         """
         console = Console()
+        exit_if_output_overlaps(out, {"DATASET": dataset, "--masks-dir": masks_dir})
         try:
             spacing_mm = parse_spacing(spacing)
         except ValueError as exc:
