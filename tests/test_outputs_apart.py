@@ -128,6 +128,8 @@ def test_prepare_evaluate_extract_check_are_refused(tmp_path):
     reports = tmp_path / "reports.csv"
     reports.write_text("BDMAP ID,Report\ncase1,No lesion.\n")
     _refused(runner.invoke(app, ["extract", str(reports), "--out", str(tmp_path)]), tmp_path, reports)
+    _refused(runner.invoke(app, ["extract", str(reports), "--out", str(tmp_path / "x"), "--cache", str(reports)]),
+             reports)
     _refused(runner.invoke(app, ["check", str(data), "--reports", str(reports), "--json", str(reports)]), reports)
     _refused(runner.invoke(app, ["check", str(data), "--json", str(data / "check.json")]), data / "check.json")
     assert reports.read_text() == "BDMAP ID,Report\ncase1,No lesion.\n"

@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         from rsuper.reports.pipeline import read_reports, run_extraction
 
         exit_if_output_overlaps(out, {"REPORTS_CSV": reports_csv, "--compare": compare})
+        exit_if_output_overlaps(cache, {"REPORTS_CSV": reports_csv, "--compare": compare}, "--cache")
 
         if backend not in ("rules", "llm"):
             raise typer.BadParameter(f"unknown backend {backend!r}; use 'rules' or 'llm'", param_hint="--backend")
