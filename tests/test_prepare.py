@@ -23,6 +23,7 @@ def _write_case(root, case_id, seed):
     rng = np.random.default_rng(seed)
     ct = np.full(SHAPE, -1000, np.int16)
     ct[4:28, 4:24, 2:10] = rng.normal(40, 10, (24, 20, 8)).astype(np.int16)
+    ct[29:31, 10:14, 4:8] = 400  # a vertebra: without bone (max < 100 HU) the CT would not pass as HU
     save_nifti(Volume(ct, AFFINE), root / case_id / "ct.nii.gz")
     liver = np.zeros(SHAPE, np.uint8)
     liver[6:14, 6:16, 3:9] = 1  # array axis 0 points Left in LPS

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from rsuper.anatomy.organ_masks import case_is_done, process_case
-from rsuper.atomic import write_json_atomic
+from rsuper.atomic import atomic_path, write_json_atomic
 from rsuper.config import TrainConfig
 from rsuper.data.cases import discover_cases
 from rsuper.data.phantoms import generate_dataset
@@ -182,8 +182,8 @@ def _report_only_csv(data: Path, out: Path) -> Path:
     table = read_csv_text(data / "reports.csv").frame
     path = out / "reports_train.csv"
     if not path.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        table[table["split"] == "reports"].to_csv(path, index=False)
+        with atomic_path(path) as tmp:
+            table[table["split"] == "reports"].to_csv(tmp, index=False)
     return path
 
 

@@ -23,6 +23,8 @@ from xml.etree import ElementTree
 
 import nibabel as nib
 
+from rsuper.atomic import atomic_path
+
 INSTALL_HINT = "pip install TotalSegmentator"
 
 _TOTAL_V2_NAMES = (
@@ -127,17 +129,15 @@ def run_totalsegmentator(
     task_ids(task)
     exe = find_executable()
     output = Path(output_path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp.nii.gz")
-    command = [exe, "-i", str(ct_path), "-o", str(tmp), "--ml", "-ta", task]
-    if fast and task == "total":
-        command.append("--fast")
-    if device:
-        command += ["--device", device]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        tail = (result.stderr or result.stdout).strip()[-2000:]
-        raise TotalSegmentatorFailed(f"TotalSegmentator failed on {ct_path} (exit {result.returncode}): {tail}")
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:
+        tmp.unlink()  # TotalSegmentator writes the file; its absence afterwards means it failed
+        command = [exe, "-i", str(ct_path), "-o", str(tmp), "--ml", "-ta", task]
+        if fast and task == "total":
+            command.append("--fast")
+        if device:
+            command += ["--device", device]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not tmp.is_file():
+            tail = (result.stderr or result.stdout).strip()[-2000:]
+            raise TotalSegmentatorFailed(f"TotalSegmentator failed on {ct_path} (exit {result.returncode}): {tail}")
     return output

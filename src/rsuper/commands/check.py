@@ -12,6 +12,7 @@ from rich.table import Table
 from rsuper.atomic import write_json_atomic
 from rsuper.data.checks import AFFINE_TOLERANCE_MM, check_dataset
 from rsuper.data.cases import DatasetLayoutError, discover_cases
+from rsuper.paths import exit_if_output_overlaps
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
         Example: rsuper check data/reports --reports data/reports.csv --json check.json
         """
         console = Console()
+        exit_if_output_overlaps(json_out, {"DATASET": dataset, "--reports": reports}, "--json")
         if reports is not None and not reports.is_file():
             raise typer.BadParameter(f"reports CSV not found: {reports}", param_hint="--reports")
         try:

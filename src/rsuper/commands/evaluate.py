@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from rsuper.evaluate.compare import compare_predictions
 from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+from rsuper.paths import exit_if_output_overlaps
 
 console = Console(stderr=True)
 
@@ -74,6 +76,8 @@ def register(app: typer.Typer) -> None:
         if comparing == (pred is not None):
             console.print("[red]error:[/red] give either --pred DIR or --compare A B")
             raise typer.Exit(2)
+        exit_if_output_overlaps(out, {"--pred": pred, "--compare": compare, "--reports": reports, "--masks": masks,
+                                      "--images": images, "--val-ids": val_ids})
         settings = EvaluationSettings(volume_threshold_mm3=volume_threshold, val_ids=_read_ids(val_ids),
                                       nsd_tolerance_mm=nsd_tolerance, n_bootstrap=bootstrap, seed=seed)
         with Progress(TextColumn("[bold]evaluate[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -84,14 +88,18 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, completed=done, total=total)
 
             try:
-                if comparing:
-                    table = compare_predictions(compare, out, reports, masks, names, images, settings, tick)
-                else:
-                    result = evaluate_predictions(pred, out, reports, masks, settings, progress=tick)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    if comparing:
+                        table = compare_predictions(compare, out, reports, masks, names, images, settings, tick)
+                    else:
+                        result = evaluate_predictions(pred, out, reports, masks, settings, progress=tick)
             except (FileNotFoundError, ValueError) as exc:
                 progress.stop()
                 console.print(f"[red]error:[/red] {exc}")
                 raise typer.Exit(2) from None
+        for warning in caught:
+            console.print(f"[yellow]warning:[/yellow] {warning.message}", soft_wrap=True, markup=True)
         if comparing:
             _print_table("A vs B", table, list(table.columns))
         else:

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rsuper.paths import exit_if_output_overlaps
+
 console = Console()
 
 
@@ -75,6 +77,9 @@ def register(app: typer.Typer) -> None:
         from rsuper.reports.llm import LLMOptions
         from rsuper.reports.pipeline import read_reports, run_extraction
 
+        exit_if_output_overlaps(out, {"REPORTS_CSV": reports_csv, "--compare": compare})
+        exit_if_output_overlaps(cache, {"REPORTS_CSV": reports_csv, "--compare": compare}, "--cache")
+
         if backend not in ("rules", "llm"):
             raise typer.BadParameter(f"unknown backend {backend!r}; use 'rules' or 'llm'", param_hint="--backend")
         options = None
@@ -133,6 +138,8 @@ def register(app: typer.Typer) -> None:
         """
         from rsuper.atomic import write_json_atomic
         from rsuper.reports.scoring import score_dirs
+
+        exit_if_output_overlaps(json_out, {"GOLD_DIR": gold_dir, "PRED_DIR": pred_dir}, "--json")
 
         try:
             result = score_dirs(gold_dir, pred_dir, tolerance_mm)

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rsuper.paths import exit_if_output_overlaps
+
 console = Console(stderr=True)
 
 
@@ -60,6 +62,9 @@ def register(app: typer.Typer) -> None:
         """
         from rsuper.data.preprocess import parse_spacing
         from rsuper.models.convert import convert_rsuper_checkpoint, load_class_list
+
+        classes_file = Path(classes) if Path(classes).is_file() else None
+        exit_if_output_overlaps(out, {"RSUPER_CKPT": source, "--classes": classes_file}, "OUT.pt")
 
         try:
             spacing_mm = parse_spacing(spacing)

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rsuper.anatomy import organ_masks, totalseg
 from rsuper.data.cases import Case, DatasetLayoutError, discover_cases
 from rsuper.io import NiftiReadError
+from rsuper.paths import exit_if_output_overlaps
 
 console = Console(stderr=True)
 NIFTI = (".nii.gz", ".nii")
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper organs data/merlin --out work/organs --ml ts_outputs/ --preview
         """
+        exit_if_output_overlaps(out, {"DATASET": dataset, "--ml": ml, "--masks-dir": masks_dir})
         try:
             cases = discover_cases(dataset)
         except DatasetLayoutError as exc:

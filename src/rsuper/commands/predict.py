@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, find_ct_inputs, predict_cases
+from rsuper.paths import exit_if_output_overlaps
 
 console = Console(stderr=True)
 TTAMode = Enum("TTAMode", {mode: mode for mode in TTA_MODES}, type=str)  # --tta choices, shown by --help
@@ -35,6 +36,10 @@ def register(app: typer.Typer) -> None:
             False, "--save-probabilities", help="Also write OUT/<case>/probabilities/<class>.nii.gz (uint8, p = v/255)."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights instead of the EMA weights."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo finished cases (default: resume)."),
+        allow_non_hu: bool = typer.Option(
+            False, "--allow-non-hu",
+            help="Predict CTs whose values are not Hounsfield units (`rsuper check`: not_hu) as they are; by "
+                 "default such a CT fails, since the model expects HU."),
     ) -> None:
         """Sliding-window inference with organ gating; masks written in each input CT's own grid.
 
@@ -42,10 +47,12 @@ def register(app: typer.Typer) -> None:
         sliding window (checkpoint patch size, Gaussian weighting), sigmoid, lesion channels gated by the
         predicted organ dilated by 3 mm, threshold 0.5, back onto the CT grid (same shape, affine and
         orientation). OUT/<case>/findings.json lists the predicted lesions (count, volume mm^3, three
-        diameters mm, sub-segment). Finished cases are skipped on a rerun. See docs/predict_evaluate.md.
+        diameters mm, sub-segment). Finished cases are skipped on a rerun. A CT that is not in Hounsfield
+        units fails unless --allow-non-hu. See docs/predict_evaluate.md.
 
         Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta flips
         """
+        exit_if_output_overlaps(out, {"INPUT": input_path, "--checkpoint": checkpoint}, "OUT")
         try:
             inputs = find_ct_inputs(input_path)
             if not checkpoint.is_file():
@@ -55,7 +62,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
         options = PredictOptions(overlap=overlap, sw_batch_size=sw_batch_size, tta=tta.value,
-                                 save_probabilities=save_probabilities)
+                                 save_probabilities=save_probabilities, allow_non_hu=allow_non_hu)
         console.print(f"{len(inputs)} CT(s); model spacing {predictor.spacing_mm} mm, patch {predictor.patch_size}, "
                       f"{len(predictor.class_names)} classes, device {predictor.device}")
         failed = []

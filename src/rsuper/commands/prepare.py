@@ -11,6 +11,7 @@ from rich.table import Table
 
 from rsuper.data.cases import DatasetLayoutError, discover_cases
 from rsuper.data.preprocess import parse_spacing, prepare_dataset
+from rsuper.paths import exit_if_output_overlaps
 
 
 def register(app: typer.Typer) -> None:
@@ -29,13 +30,20 @@ def register(app: typer.Typer) -> None:
                  "The dataset's own masks win on conflicts.",
         ),
         workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+        allow_non_hu: bool = typer.Option(
+            False, "--allow-non-hu",
+            help="Prepare CTs whose values are not Hounsfield units (`rsuper check`: not_hu) as they are; by "
+                 "default such a case fails, since the HU normalisation would make it meaningless.",
+        ),
     ) -> None:
         """Resample every case to the training spacing (RAS, CT linear + normalised, masks nearest) and
-        cache it as .npy with a manifest. Finished cases are skipped on rerun.
+        cache it as .npy with a manifest. Finished cases are skipped on rerun. A CT that is not in
+        Hounsfield units fails its case unless --allow-non-hu.
 
         Example: rsuper prepare data/masks --out cache/masks --spacing 2.5 --masks-dir organs/ --workers 4
         """
         console = Console()
+        exit_if_output_overlaps(out, {"DATASET": dataset, "--masks-dir": masks_dir})
         try:
             spacing_mm = parse_spacing(spacing)
         except ValueError as exc:
@@ -56,6 +64,7 @@ def register(app: typer.Typer) -> None:
             result = prepare_dataset(
                 dataset, out, spacing_mm, masks_dir, workers,
                 on_case=lambda case_id, status: progress.update(task, advance=1, description=f"{case_id} {status}"),
+                allow_non_hu=allow_non_hu,
             )
         if result.failed:
             table = Table(title="Failed cases")

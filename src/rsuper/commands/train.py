@@ -8,6 +8,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from rsuper.paths import exit_if_output_overlaps
+
 console = Console(stderr=True)
 
 
@@ -74,6 +76,8 @@ def register(app: typer.Typer) -> None:
         if print_config:
             typer.echo(cfg.to_yaml(), nl=False)
             return
+        exit_if_output_overlaps(cfg.out, {"--cache": cfg.cache, "--tumors": cfg.tumors, "--init": cfg.init,
+                                          "--config": config})
         from rsuper.train.trainer import TrainingDiverged, train
 
         try:

@@ -53,6 +53,39 @@ def read_reports_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     return read_reports_csv(path).frame
 
 
+def hu_problem(array: np.ndarray) -> str | None:
+    """Why a CT's values are not Hounsfield units (None when they look like HU); NaN/Inf are ignored.
+
+    The one rule behind ``rsuper check``'s blocking ``not_hu`` problem and the refusal of ``rsuper prepare``
+    and ``rsuper predict`` (without ``--allow-non-hu``): min > -200, max < 100 or range < 50 HU.
+    """
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            array = array[finite]
+    if array.size == 0:
+        return None
+    low, high = float(array.min()), float(array.max())
+    if low > -200 or high < 100 or high - low < 50:
+        return (f"CT values span [{low:.4g}, {high:.4g}]; Hounsfield units span about [-1024, >100] "
+                "(air below -900). The image looks normalised or rescaled: provide the original HU CT")
+    return None
+
+
+class NotHounsfieldError(ValueError):
+    """A CT refused by ``prepare``/``predict`` because ``hu_problem`` finds it is not in Hounsfield units."""
+
+
+def require_hu(array: np.ndarray, path: str | os.PathLike[str], allow_non_hu: bool = False) -> None:
+    """Raises ``NotHounsfieldError`` (one line: the file, the reason, the override) unless the CT at ``path``
+    is in HU by ``hu_problem`` or ``allow_non_hu`` is set."""
+    reason = None if allow_non_hu else hu_problem(array)
+    if reason is not None:
+        raise NotHounsfieldError(f"{path}: {reason}, or pass --allow-non-hu to use it as it is "
+                                 "(`rsuper check` reports it as not_hu)")
+
+
 def _ct_problems(case_id: str, ct: Volume, file: str) -> list[Problem]:
     array = ct.array
     problems = []
@@ -60,17 +93,9 @@ def _ct_problems(case_id: str, ct: Volume, file: str) -> list[Problem]:
         finite = np.isfinite(array)
         if not finite.all():
             problems.append(Problem(case_id, "nan_inf", f"CT has {int((~finite).sum())} NaN/Inf voxels", file))
-            array = array[finite]
-    if array.size == 0:
-        return problems
-    low, high = float(array.min()), float(array.max())
-    if low > -200 or high < 100 or high - low < 50:
-        problems.append(Problem(
-            case_id, "not_hu",
-            f"CT values span [{low:.4g}, {high:.4g}]; Hounsfield units span about [-1024, >100] "
-            "(air below -900). The image looks normalised or rescaled: provide the original HU CT",
-            file,
-        ))
+    reason = hu_problem(array)
+    if reason is not None:
+        problems.append(Problem(case_id, "not_hu", reason, file))
     return problems
 
 

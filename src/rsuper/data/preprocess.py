@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -32,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from rsuper import __version__
-from rsuper.atomic import write_json_atomic
+from rsuper.atomic import atomic_dir, write_json_atomic
 from rsuper.data.cases import Case, discover_cases, discover_masks
+from rsuper.data.checks import require_hu
 from rsuper.io import (
     CANONICAL_AXCODES,
     CT_NORMALISATION,
@@ -134,22 +134,24 @@ def _check_grid(mask_path: Path, shape: tuple, affine: np.ndarray, ct_shape: tup
         )
 
 
-def prepare_case(case: Case, cache_dir: str | os.PathLike[str], spacing_mm: tuple[float, float, float]) -> dict:
+def prepare_case(case: Case, cache_dir: str | os.PathLike[str], spacing_mm: tuple[float, float, float],
+                 allow_non_hu: bool = False) -> dict:
     """Writes one case into ``cache_dir/<case_id>`` (atomically) and returns its meta dict.
 
     CT: canonical, linear resampling to ``spacing_mm``, ``normalize_ct``. Masks: nearest neighbour onto the
-    same grid. Raises ``ValueError``/``NiftiReadError`` naming the file on bad input.
+    same grid. Raises ``ValueError``/``NiftiReadError`` naming the file on bad input, including a CT that is
+    not in Hounsfield units (``rsuper.data.checks.hu_problem``) unless ``allow_non_hu``.
     """
     cache_dir = Path(cache_dir)
     sources = case_sources(case)
     ct = load_nifti(case.ct_path)
+    require_hu(ct.array, case.ct_path, allow_non_hu)
     canonical = to_canonical(ct)
     shape, affine = spacing_grid(canonical, spacing_mm)
     hu = resample_to_grid(canonical, shape, affine, order=IMAGE_ORDER).array
     if not np.isfinite(hu).all():
         raise ValueError(f"CT {case.ct_path} contains NaN/Inf voxels; fix or drop this case")
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_PARTIAL_PREFIX}{case.case_id}-", dir=cache_dir))
-    try:
+    with atomic_dir(cache_dir / case.case_id, prefix=f"{_PARTIAL_PREFIX}{case.case_id}-") as tmp:
         np.save(tmp / "ct.npy", normalize_ct(hu))
         del hu
         (tmp / "masks").mkdir()
@@ -188,13 +190,6 @@ def prepare_case(case: Case, cache_dir: str | os.PathLike[str], spacing_mm: tupl
             "foreground_voxels": voxels,
         }
         write_json_atomic(tmp / META, meta)
-        target = cache_dir / case.case_id
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return meta
 
 
@@ -274,6 +269,7 @@ def prepare_dataset(
     masks_dirs: Sequence[str | os.PathLike[str]] = (),
     workers: int = 1,
     on_case: Callable[[str, str], None] | None = None,
+    allow_non_hu: bool = False,
 ) -> PrepareResult:
     """Prepares every case of ``dataset`` into ``cache_dir``; resumable and parallel.
 
@@ -285,6 +281,8 @@ def prepare_dataset(
         workers: processes; 1 runs in this process.
         on_case: called as ``on_case(case_id, status)`` with status "prepared", "skipped" or "failed".
             An exception it raises stops the run (finished cases stay valid; the manifest is written).
+        allow_non_hu: prepare CTs whose values are not Hounsfield units (``rsuper check``'s ``not_hu``)
+            instead of failing them.
 
     A failing case is recorded in ``PrepareResult.failed`` and the others continue. The manifest lists
     the cases that are complete in the cache.
@@ -323,13 +321,13 @@ def prepare_dataset(
         if workers <= 1:
             for case in todo:
                 try:
-                    meta = prepare_case(case, cache, spacing)
+                    meta = prepare_case(case, cache, spacing, allow_non_hu)
                 except CASE_ERRORS as exc:
                     finish(case.case_id, None, exc)
                 else:
                     finish(case.case_id, meta, None)
         else:
-            _run_pool(todo, cache, spacing, workers, finish)
+            _run_pool(todo, cache, spacing, workers, finish, allow_non_hu)
     finally:
         write_manifest(cache, spacing, metas, extra)
     return result
@@ -337,10 +335,11 @@ def prepare_dataset(
 
 def _run_pool(
     todo: list[Case], cache: Path, spacing: tuple[float, float, float], workers: int,
-    finish: Callable[[str, dict | None, BaseException | None], None],
+    finish: Callable[[str, dict | None, BaseException | None], None], allow_non_hu: bool = False,
 ) -> None:
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: dict[Future, str] = {pool.submit(prepare_case, c, cache, spacing): c.case_id for c in todo}
+        pending: dict[Future, str] = {pool.submit(prepare_case, c, cache, spacing, allow_non_hu): c.case_id
+                                      for c in todo}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -180,12 +180,36 @@ def predicted_organ(case_dir: Path, lesion_class: str, findings: dict[str, Any] 
                           max_probability=max_p, summary=summary)
 
 
-def load_truth_mask(masks_dir: Path, case_id: str, lesion_class: str, grid: Volume) -> np.ndarray | None:
-    """True lesion mask of a case on ``grid`` (nearest resampling when the grids differ); None if absent."""
+GRID_TOLERANCE_MM = 1e-3
+
+
+class GridMismatchWarning(UserWarning):
+    """A prediction is not on its truth mask's grid: it is scored after nearest resampling onto the truth grid."""
+
+
+def load_truth_mask(masks_dir: Path, case_id: str, lesion_class: str) -> Volume | None:
+    """True lesion mask of a case (boolean, in its own grid); None if absent."""
     path = _mask_path(masks_dir / case_id / "segmentations", lesion_class)
     if path is None:
         return None
     truth = load_nifti(path)
-    if truth.shape != grid.shape or not np.allclose(truth.affine, grid.affine, atol=1e-3):
-        truth = resample_to_grid(truth, grid.shape, grid.affine, order=0)
-    return truth.array > 0
+    return truth.with_array(truth.array > 0)
+
+
+def same_grid(a: Volume, b: Volume, tol_mm: float = GRID_TOLERANCE_MM) -> bool:
+    """True when both volumes have the same shape and affines within ``tol_mm``."""
+    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=tol_mm))
+
+
+def on_grid(volume: Volume, reference: Volume) -> Volume:
+    """``volume`` on ``reference``'s grid: itself when the grids agree, else nearest-neighbour resampled
+    through both affines (``rsuper.io.resample_to_grid``, scipy), so masks keep their values."""
+    if same_grid(volume, reference):
+        return volume
+    return resample_to_grid(volume, reference.shape, reference.affine, order=0)
+
+
+def grid_text(volume: Volume) -> str:
+    """``shape 30x30x30, 1x1x1 mm, RAS`` for messages."""
+    spacing = "x".join(f"{s:.3g}" for s in volume.spacing_mm)
+    return f"shape {'x'.join(map(str, volume.shape))}, {spacing} mm, {volume.orientation}"

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from rsuper.atomic import atomic_path, write_text_atomic
+from rsuper.evaluate.collect import on_grid
 from rsuper.evaluate.detection import predict_positive
 from rsuper.evaluate.plots import bar_figure, overlay_figure, roc_figure
 from rsuper.evaluate.report import image_html, page, table_html
@@ -87,7 +88,9 @@ def _find_ct(images: Path, case_id: str) -> Path | None:
 
 def overlay_for_case(case_id: str, lesion_class: str, dirs: dict[str, Path], images: Path,
                      masks: Path | None, path: Path, title: str) -> Path | None:
-    """Axial slice (largest A/B/truth disagreement) with truth, A and B contours; None if CT is missing."""
+    """Axial slice (largest A/B/truth disagreement) with truth, A and B contours; None if CT is missing.
+
+    Masks on another grid than the CT are resampled onto it (nearest neighbour, through both affines)."""
     ct_path = _find_ct(images, case_id)
     if ct_path is None:
         return None
@@ -96,9 +99,10 @@ def overlay_for_case(case_id: str, lesion_class: str, dirs: dict[str, Path], ima
     if masks is not None:
         truth_path = masks / case_id / "segmentations" / f"{lesion_class}.nii.gz"
         if truth_path.is_file():
-            layers["truth"] = load_nifti(truth_path).array > 0
+            layers["truth"] = on_grid(load_nifti(truth_path), ct).array > 0
     for name, folder in dirs.items():
-        layers[name] = load_nifti(folder / case_id / "segmentations" / f"{lesion_class}.nii.gz").array > 0
+        pred = load_nifti(folder / case_id / "segmentations" / f"{lesion_class}.nii.gz")
+        layers[name] = on_grid(pred, ct).array > 0
     stack = np.stack(list(layers.values()))
     disagreement = (stack.any(0) & ~stack.all(0)).sum(axis=(0, 1))
     z = int(np.argmax(disagreement)) if disagreement.any() else int(np.argmax(stack.any(0).sum(axis=(0, 1))))

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,9 @@ import pandas as pd
 
 from rsuper.atomic import atomic_path, write_json_atomic
 from rsuper.evaluate import detection, overlap
-from rsuper.evaluate.collect import (ReportTruth, lesion_classes_of, load_report_truth, load_truth_mask,
-                                     predicted_organ, prediction_cases, read_findings)
+from rsuper.evaluate.collect import (GridMismatchWarning, ReportTruth, grid_text, lesion_classes_of,
+                                     load_report_truth, load_truth_mask, on_grid, predicted_organ,
+                                     prediction_cases, read_findings, same_grid)
 from rsuper.evaluate.lesions import lesion_detection_summary, match_lesions, report_agreement, \
     report_agreement_summary
 from rsuper.evaluate.plots import roc_figure, sweep_figure
@@ -64,9 +66,14 @@ class EvaluationResult:
 
 def per_case_table(pred_dir: str | os.PathLike[str], truth: ReportTruth | None, masks_dir: Path | None,
                    nsd_tolerance_mm: float, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Per (case, organ) rows for every case of ``pred_dir`` (see module docstring)."""
+    """Per (case, organ) rows for every case of ``pred_dir`` (see module docstring).
+
+    DSC, NSD and lesion matching are computed in the truth mask's grid; a prediction on another grid is
+    resampled onto it (nearest neighbour, through both affines) with one ``GridMismatchWarning`` per case.
+    """
     cases = prediction_cases(pred_dir)
     rows = []
+    warned: set[str] = set()
     for i, (case_id, case_dir) in enumerate(cases.items()):
         findings = read_findings(case_dir)
         for lesion_class in lesion_classes_of(case_dir):
@@ -86,13 +93,21 @@ def per_case_table(pred_dir: str | os.PathLike[str], truth: ReportTruth | None, 
                 row.update(report_agreement(len(comps), row["pred_largest_mm"],
                                             comps[0].get("location", []) if comps else [],
                                             facts.count, facts.multiple, facts.largest_mm, facts.locations))
-            true_mask = load_truth_mask(masks_dir, case_id, lesion_class, pred.mask) if masks_dir else None
-            if true_mask is not None:
-                spacing = pred.mask.spacing_mm
+            truth_volume = load_truth_mask(masks_dir, case_id, lesion_class) if masks_dir else None
+            if truth_volume is not None:
+                # Voxel metrics in the truth's grid: a coarser prediction must not be graded on its own grid.
+                if not same_grid(pred.mask, truth_volume) and case_id not in warned:
+                    warned.add(case_id)
+                    warnings.warn(f"case {case_id} in {pred_dir}: the prediction's grid ({grid_text(pred.mask)}) "
+                                  f"differs from the truth's ({grid_text(truth_volume)}); scored in the truth's "
+                                  "grid, the prediction resampled by nearest neighbour", GridMismatchWarning,
+                                  stacklevel=2)
+                true_mask, pred_mask = truth_volume.array, on_grid(pred.mask, truth_volume).array
+                spacing = truth_volume.spacing_mm
                 row.update({"mask_volume_mm3": float(true_mask.sum()) * float(np.prod(spacing)),
-                            "dsc": overlap.dice(true_mask, pred.mask.array),
-                            "nsd": overlap.surface_dice(true_mask, pred.mask.array, spacing, nsd_tolerance_mm)})
-                row.update(match_lesions(true_mask, pred.mask.array))
+                            "dsc": overlap.dice(true_mask, pred_mask),
+                            "nsd": overlap.surface_dice(true_mask, pred_mask, spacing, nsd_tolerance_mm)})
+                row.update(match_lesions(true_mask, pred_mask))
             rows.append(row)
         if progress is not None:
             progress(i + 1, len(cases))

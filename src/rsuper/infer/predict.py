@@ -48,6 +48,7 @@ from scipy import ndimage
 from rsuper import __version__
 from rsuper.anatomy import labels
 from rsuper.atomic import write_json_atomic
+from rsuper.data.checks import require_hu
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
@@ -111,7 +112,8 @@ class PredictOptions:
 
     ``tta``: "none" (one pass), "mirror" (as is + left-right mirror, 2 passes), "flips" (the 8 mirror
     combinations of the 3 axes, 8 passes) or "auto" ("mirror" for a network trained with the left-right
-    mirror, as rsuper trains by default, else "none"; see :func:`resolve_tta`).
+    mirror, as rsuper trains by default, else "none"; see :func:`resolve_tta`). ``allow_non_hu``: predict
+    a CT whose values are not Hounsfield units (``rsuper check``'s ``not_hu``) instead of refusing it.
     """
 
     overlap: float = 0.5
@@ -119,6 +121,7 @@ class PredictOptions:
     tta: str = "auto"
     save_probabilities: bool = False
     gating_dilation_mm: float = GATING_DILATION_MM
+    allow_non_hu: bool = False
 
     def __post_init__(self) -> None:
         check_tta_mode(self.tta)
@@ -301,13 +304,15 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
                  options: PredictOptions | None = None, case_id: str | None = None) -> dict[str, Any]:
     """Predicts one CT and writes its masks, optional probabilities and ``findings.json`` under ``case_dir``.
 
-    Returns the findings dict. Masks have exactly the input CT's shape and affine.
+    Returns the findings dict. Masks have exactly the input CT's shape and affine. Raises ``ValueError`` for
+    a CT with NaN/Inf voxels, and for one that is not in Hounsfield units unless ``options.allow_non_hu``.
     """
     options = options or PredictOptions()
     ct_path, case_dir = Path(ct_path), Path(case_dir)
     ct = load_nifti(ct_path)
     if not np.isfinite(ct.array).all():
         raise ValueError(f"{ct_path} contains NaN or infinite voxels; fix the image before predicting")
+    require_hu(ct.array, ct_path, options.allow_non_hu)
     work = resample_to_spacing(to_canonical(ct), predictor.spacing_mm, order=1)  # float32 (float64 stays)
     probs = predict_probabilities(predictor, normalize_ct(work.array), options)
     work_affine = work.affine
