@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -331,3 +335,57 @@ def test_checkpoint_class_names_must_be_plain(tmp_path):
     payload = _small_payload(supervised_voxels={"liver": 1, "pancreas": 0, "../x": 0})
     with pytest.raises(CheckpointError, match=r"class name '\.\./x' is not allowed"):
         save_checkpoint(tmp_path / "sv.pt", payload)
+
+
+def test_class_list_file_refuses_path_like_names(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("liver\n../../outside/pancreas\n")
+    with pytest.raises(CheckpointError, match=r"classes\.txt: class name '\.\./\.\./outside/pancreas' is not allowed"):
+        load_class_list(path)
+
+
+# ------------------------------------------------------------------------- issue #26 item 10: convert-checkpoint
+def test_files_that_are_not_torch_checkpoints_are_named_so(tmp_path):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    text = tmp_path / "readme.pth"
+    text.write_text("this is a text file, not a checkpoint\n")
+    zipped = tmp_path / "archive.pth"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    for path in (noise, text, zipped):
+        with pytest.raises(CheckpointError, match=f"{path.name} is not a PyTorch checkpoint") as info:
+            read_rsuper_state_dict(path, trust_checkpoint=False)
+        assert "trust" not in str(info.value)
+        with pytest.raises(CheckpointError, match=f"{path.name} is not a PyTorch checkpoint"):
+            load_checkpoint(path)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("liver\n")
+    result = CliRunner().invoke(app, ["convert-checkpoint", str(noise), str(tmp_path / "o.pt"), "--classes", str(classes)])
+    output = "".join(result.output.split())  # rich folds long paths anywhere
+    assert result.exit_code == 2 and "notaPyTorchcheckpoint" in output and "trust" not in output
+
+
+def test_cli_convert_needs_a_class_list(tmp_path):
+    src = tmp_path / "rsuper.pth"
+    torch.save(_rsuper_style(build_model("medformer_small", 1, 3), 0.0), src)
+    missing = CliRunner().invoke(app, ["convert-checkpoint", str(src), str(tmp_path / "o.pt")])
+    assert missing.exit_code == 2 and "Missing option '--classes'" in missing.output
+    with pytest.raises(CheckpointError, match=r"class list 42 is not a file.*one class name per line"):
+        load_class_list("42")
+
+
+@pytest.mark.slow
+def test_cli_convert_help_example_runs(tmp_path, monkeypatch):
+    """The `Example:` line of `rsuper convert-checkpoint --help`, run as written (paper-size MedFormer)."""
+    runner = CliRunner()
+    (command,) = [c for c in app.registered_commands if c.name == "convert-checkpoint"]
+    example = re.search(r"Example: rsuper (convert-checkpoint .*)", command.callback.__doc__).group(1)
+    assert " ".join(example.split()) in " ".join(runner.invoke(app, ["convert-checkpoint", "--help"]).output.split())
+    args = shlex.split(example)
+    monkeypatch.chdir(tmp_path)
+    torch.save(_rsuper_style(build_model("medformer", 1, 3), 0.0), args[1])
+    Path(args[args.index("--classes") + 1]).write_text("liver\npancreas\npancreatic_lesion\n")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(args[2])["class_names"] == CLASSES

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -200,11 +201,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     src = Path(path)
     if not src.is_file():
         raise CheckpointError(f"checkpoint {src} is not a file")
+    kind = torch_file_kind(src)
+    if kind != "torch":
+        raise CheckpointError(not_a_checkpoint_message(src, kind))
     try:
         payload = torch.load(src, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if not is_weights_only_refusal(err):
-            raise CheckpointError(f"cannot read checkpoint {src} (not a torch file?): {first_line(err)}") from err
+            raise CheckpointError(f"cannot read checkpoint {src} (damaged torch file?): {first_line(err)}") from err
         raise CheckpointError(
             f"{src} holds pickled Python objects, not an rsuper checkpoint (refused with weights_only=True). "
             "An R-Super checkpoint must first be converted: `rsuper convert-checkpoint`."
@@ -215,6 +219,39 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         ) from err
     validate_payload(payload, str(src))
     return payload
+
+
+# A legacy (pre-zip) torch.save file starts with a pickled magic number: protocol opcode, LONG1 of 10 bytes.
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def torch_file_kind(path: str | os.PathLike[str]) -> str:
+    """What ``path`` holds, from its bytes (nothing is unpickled): ``"torch"`` (a ``torch.save`` file, zip or
+    legacy), ``"truncated"`` (the start of a zip archive without its end), ``"zip"`` (a zip archive that
+    ``torch.save`` did not write) or ``"other"`` (text, random bytes, any other format)."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head[:1] == b"\x80" and head[2:4] == b"\x8a\x0a" and head[4:14] == _LEGACY_MAGIC:
+        return "torch"
+    if not head.startswith(b"PK\x03\x04"):
+        return "other"
+    if not zipfile.is_zipfile(path):
+        return "truncated"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "truncated"
+    return "torch" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else "zip"
+
+
+def not_a_checkpoint_message(path: Path, kind: str) -> str:
+    """One line for a file that :func:`torch_file_kind` did not recognise as a torch checkpoint."""
+    if kind == "truncated":
+        return f"cannot read checkpoint {path}: the zip archive is truncated or damaged (copy the file again)"
+    what = "a zip archive without torch data" if kind == "zip" else "neither a torch zip archive nor a legacy torch file"
+    return f"{path} is not a PyTorch checkpoint ({what}); give the .pt/.pth file written by torch.save"
 
 
 def is_weights_only_refusal(err: BaseException) -> bool:
