@@ -134,7 +134,7 @@ def test_cli_lists_models():
 
 def test_constructor_arguments_from_a_file_are_checked():
     """Issue #26 item 1: arguments read from a file must be declared by the network and plain data."""
-    from rsuper.models.registry import ModelSpecError, check_model_kwargs, model_for_file
+    from rsuper.models.registry import ModelSpecError, check_model_kwargs, check_model_name_syntax, model_for_file
 
     name, loose = "test_declared_plugin", "test_loose_plugin"
     try:
@@ -155,6 +155,11 @@ def test_constructor_arguments_from_a_file_are_checked():
         assert model_for_file("os:system", chosen="dynunet_small") == "dynunet_small"
         with pytest.raises(ModelSpecError, match="never imports code named in a file.*--model os:system"):
             model_for_file("os:system")
+        with pytest.raises(ModelSpecError, match="give its import path yourself: `--model package.module:factory`"):
+            model_for_file("mynet")  # registered in the training process, not here
+        assert check_model_name_syntax("mynet") == "mynet"  # readable; only model_for_file decides what is built
+        with pytest.raises(ModelSpecError, match="model.name must be a network name"):
+            check_model_name_syntax("os.system")
     finally:
         registry._REGISTRY.pop(name, None)
         registry._REGISTRY.pop(loose, None)

@@ -141,7 +141,9 @@ def _check_model_spec(model: object) -> None:
     if not isinstance(kwargs, dict):
         raise ModelSpecError(f"model.kwargs must be a dict of constructor arguments, got {type(kwargs).__name__}")
     for key, value in kwargs.items():
-        if not isinstance(key, str) or not key.isidentifier() or not is_plain_value(value):
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ModelSpecError(f"model.kwargs has a key that is not an argument name: {key!r:.80}")
+        if not is_plain_value(value):
             raise ModelSpecError(
                 f"model.kwargs.{key} must be a number, string, bool or a flat list of them, "
                 f"got {value!r:.80} ({type(value).__name__})"

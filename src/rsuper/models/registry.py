@@ -162,11 +162,12 @@ def _refuse_unregistered(name: object) -> Any:
 
 
 def check_model_name_syntax(name: object, where: str = "model.name") -> str:
-    """``name`` if it is a registered name or has the form ``package.module:factory``; never imports."""
-    if is_registered(name) or (isinstance(name, str) and IMPORT_PATH.fullmatch(name)):
+    """``name`` if it is a registered name, a plain identifier (a network registered in another process) or an
+    import path ``package.module:factory``; never imports. Only :func:`model_for_file` decides what is built."""
+    if is_registered(name) or (isinstance(name, str) and (name.isidentifier() or IMPORT_PATH.fullmatch(name))):
         return name  # type: ignore[return-value]
     raise ModelSpecError(
-        f"{where} must be a registered network name ({', '.join(sorted(_REGISTRY))}) or an import path "
+        f"{where} must be a network name (registered: {', '.join(sorted(_REGISTRY))}) or an import path "
         f"'package.module:factory', got {name!r:.80}"
     )
 
