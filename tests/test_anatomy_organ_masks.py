@@ -206,3 +206,14 @@ def test_missing_totalsegmentator_gives_the_install_command(tmp_path, monkeypatc
     result = CliRunner().invoke(app, ["organs", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--run-totalsegmentator"])
     assert result.exit_code == 3
     assert "pip install TotalSegmentator" in " ".join(result.output.split())
+
+
+def test_label_map_names_that_are_paths_are_refused():
+    """Issue #26 item 2: a label table (file header or task table) naming ``../x`` must not become a file name."""
+    array = np.zeros((4, 4, 4), np.uint8)
+    array[0] = 1
+    array[1] = 2
+    masks, _ = organ_masks.masks_from_label_map(array, {1: "Liver", 2: "spleen"}, "ml.nii.gz")
+    assert set(masks) == {"liver", "spleen"}
+    with pytest.raises(ValueError, match=r"ml\.nii\.gz: class name '\.\./\.\./x' is not allowed"):
+        organ_masks.masks_from_label_map(array, {1: "liver", 2: "../../x"}, "ml.nii.gz")

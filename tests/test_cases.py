@@ -104,3 +104,15 @@ def test_unknown_layout_error_names_the_folder_and_hints_subfolders(tmp_path):
 def test_discover_masks_without_ct(tmp_path):
     _save(tmp_path / "c1" / "segmentations" / "kidney_l.nii.gz", np.zeros((8, 8, 6), np.uint8))
     assert discover_masks(tmp_path) == {"c1": {"kidney_left": tmp_path / "c1" / "segmentations" / "kidney_l.nii.gz"}}
+
+
+def test_path_like_class_names_in_dataset_json_and_mask_files_are_refused(tmp_path):
+    """Issue #26 item 2: a label ``../x`` would become a mask file outside the cache."""
+    _nnunet(tmp_path, {"background": 0, "liver": 1, "../../../escaped": 2})
+    with pytest.raises(DatasetLayoutError, match=r"dataset\.json: class name '\.\./\.\./\.\./escaped' is not allowed"):
+        discover_cases(tmp_path)
+    other = tmp_path / "atlas"
+    _save(other / "c1" / "ct.nii.gz", _ct())
+    _save(other / "c1" / "segmentations" / "liver.v2.nii.gz", np.zeros((8, 8, 6), np.uint8))
+    with pytest.raises(DatasetLayoutError, match=r"liver\.v2\.nii\.gz: class name 'liver\.v2' is not allowed"):
+        discover_cases(other)

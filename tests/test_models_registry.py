@@ -130,3 +130,36 @@ def test_cli_lists_models():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert "medformer_small" in result.output and "dynunet" in result.output
+
+
+def test_constructor_arguments_from_a_file_are_checked():
+    """Issue #26 item 1: arguments read from a file must be declared by the network and plain data."""
+    from rsuper.models.registry import ModelSpecError, check_model_kwargs, check_model_name_syntax, model_for_file
+
+    name, loose = "test_declared_plugin", "test_loose_plugin"
+    try:
+        register_model(name, size_divisor=4, kwargs={"width": int})(lambda c, n, **kw: _TinyNet(c, n, **kw))
+        register_model(loose, size_divisor=4)(lambda c, n, **kw: _TinyNet(c, n, **kw))
+        assert check_model_kwargs(name, {"width": 6}) == {"width": 6}
+        with pytest.raises(ModelSpecError, match=r"model\.kwargs\.width must be an integer, got '6'"):
+            check_model_kwargs(name, {"width": "6"})
+        with pytest.raises(ModelSpecError, match="unknown constructor argument 'depth'.*accepts: width"):
+            check_model_kwargs(name, {"depth": 2})
+        assert check_model_kwargs(loose, {"width": 6, "mode": "fast"}) == {"width": 6, "mode": "fast"}
+        with pytest.raises(ModelSpecError, match=r"model\.kwargs\.width must be a number, string, bool"):
+            check_model_kwargs(loose, {"width": {"__class__": "os.system"}})
+        with pytest.raises(ModelSpecError, match="not an argument name"):
+            check_model_kwargs(loose, {"__init__ ": 1})
+        assert check_model_kwargs("dynunet_small", {"filters": [8, 16, 32], "res_block": True})
+        assert model_for_file("dynunet_small") == "dynunet_small"
+        assert model_for_file("os:system", chosen="dynunet_small") == "dynunet_small"
+        with pytest.raises(ModelSpecError, match="never imports code named in a file.*--model os:system"):
+            model_for_file("os:system")
+        with pytest.raises(ModelSpecError, match="give its import path yourself: `--model package.module:factory`"):
+            model_for_file("mynet")  # registered in the training process, not here
+        assert check_model_name_syntax("mynet") == "mynet"  # readable; only model_for_file decides what is built
+        with pytest.raises(ModelSpecError, match="model.name must be a network name"):
+            check_model_name_syntax("os.system")
+    finally:
+        registry._REGISTRY.pop(name, None)
+        registry._REGISTRY.pop(loose, None)

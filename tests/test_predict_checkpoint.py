@@ -75,3 +75,63 @@ def test_cli_predict_clear_errors(tmp_path):
     res = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "final.pt"), str(tmp_path / "ct.nii.gz"),
                               str(tmp_path / "out"), "--tta", "yes"])
     assert res.exit_code == 2 and "mirror" in res.output and "flips" in res.output
+
+
+def _ct_dataset(root):
+    (root / "case1").mkdir(parents=True)
+    hu = np.random.default_rng(0).normal(0, 200, (24, 24, 16)).astype(np.int16)
+    nib.save(nib.Nifti1Image(hu, np.diag([2.0, 2.0, 2.0, 1.0])), str(root / "case1" / "ct.nii.gz"))
+    return root
+
+
+def test_cli_predict_never_imports_the_network_a_checkpoint_names(tmp_path, monkeypatch):
+    """Issue #26 item 1: a checkpoint naming `package.module:factory` must not import or run it."""
+    (tmp_path / "rsuper_evil_predict.py").write_text(
+        "from pathlib import Path\n"
+        "Path(__file__).with_name('imported.marker').write_text('imported')\n"
+        "def make(in_channels, num_classes, **kwargs):\n"
+        "    Path(__file__).with_name('called.marker').write_text('called')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build_model("dynunet_small", 1, len(CLASSES))
+    payload = make_payload("dynunet_small", 1, CLASSES, (2.0, 2.0, 2.0), (32, 32, 32), model.state_dict())
+    payload["model"]["name"] = "rsuper_evil_predict:make"
+    torch.save(payload, tmp_path / "evil.pt")
+    res = CliRunner().invoke(app, ["predict", "--checkpoint", str(tmp_path / "evil.pt"),
+                                   str(_ct_dataset(tmp_path / "data")), str(tmp_path / "out")])
+    output = "".join(res.output.split())  # rich folds long paths anywhere
+    assert res.exit_code == 2, res.output
+    assert "'rsuper_evil_predict:make'isnotaregisterednetwork" in output and "--model" in output
+    assert not (tmp_path / "imported.marker").exists() and not (tmp_path / "called.marker").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_predict_model_option_builds_the_network_the_user_names(tmp_path, monkeypatch):
+    (tmp_path / "rsuper_own_predict.py").write_text(
+        "from rsuper.models.registry import build_model\n"
+        "def make(in_channels, num_classes, **kwargs):\n"
+        "    return build_model('dynunet_small', in_channels, num_classes, **kwargs)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build_model("dynunet_small", 1, len(CLASSES))
+    save_checkpoint(tmp_path / "own.pt", make_payload("rsuper_own_predict:make", 1, CLASSES, (2.0, 2.0, 2.0),
+                                                      (32, 32, 32), model.state_dict()))
+    res = CliRunner().invoke(app, ["predict", "--checkpoint", str(tmp_path / "own.pt"), "--model",
+                                   "rsuper_own_predict:make", str(_ct_dataset(tmp_path / "data")),
+                                   str(tmp_path / "out"), "--tta", "none"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "case1" / "segmentations" / "pancreatic_lesion.nii.gz").is_file()
+
+
+def test_cli_predict_refuses_class_names_that_are_paths(tmp_path):
+    """Issue #26 item 2: a checkpoint class `../../../escaped/liver` must not be written outside OUT."""
+    model = build_model("dynunet_small", 1, len(CLASSES))
+    names = CLASSES[:-1] + ["../../../escaped/pancreatic_lesion"]
+    torch.save(make_payload("dynunet_small", 1, names, (2.0, 2.0, 2.0), (32, 32, 32), model.state_dict()),
+               tmp_path / "bad_classes.pt")
+    res = CliRunner().invoke(app, ["predict", "--checkpoint", str(tmp_path / "bad_classes.pt"),
+                                   str(_ct_dataset(tmp_path / "data")), str(tmp_path / "a" / "b" / "out")])
+    output = "".join(res.output.split())  # rich folds long paths anywhere
+    assert res.exit_code == 2, res.output
+    assert "bad_classes.pt:classname'../../../escaped/pancreatic_lesion'isnotallowed" in output
+    assert not list(tmp_path.rglob("escaped*"))

@@ -165,3 +165,37 @@ def test_two_datasets_share_one_cache(tmp_path):
     assert [Path(d["dataset"]).name for d in manifest["datasets"]] == ["masks", "reports"]
     with pytest.raises(ValueError, match="use another --out"):
         prepare_dataset(reports, cache, 3.0)
+
+
+def test_cli_refuses_dataset_json_label_that_is_a_path(tmp_path):
+    """Issue #26 item 2: an nnU-Net label ``../../../escaped`` must not become a file outside the cache."""
+    root = tmp_path / "nnunet"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "../../../escaped": 1}}))
+    ct = np.full(SHAPE, -100, np.int16)
+    save_nifti(Volume(ct, AFFINE), root / "imagesTr" / "case_0_0000.nii.gz")
+    save_nifti(Volume(np.ones(SHAPE, np.uint8), AFFINE), root / "labelsTr" / "case_0.nii.gz")
+    result = runner.invoke(app, ["prepare", str(root), "--out", str(tmp_path / "work" / "a" / "cache")])
+    assert result.exit_code == 2, result.output
+    output = "".join(result.output.split())  # rich folds long paths anywhere
+    assert "dataset.json:classname'../../../escaped'isnotallowed" in output
+    assert not list(tmp_path.rglob("escaped*"))
+
+
+def test_cache_class_names_are_checked_when_read(tmp_path):
+    """Issue #26 item 2: class names in a cache's meta.json / manifest.json become .npy paths when read."""
+    from rsuper.data.dataset import collect_training_cases
+
+    cache = tmp_path / "cache"
+    prepare_dataset(_dataset(tmp_path, n=1), cache, "4")
+    meta_path = cache / "case_0" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["classes"] = ["../../outside"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"meta\.json: class name '\.\./\.\./outside' is not allowed"):
+        load_cached_case(cache, "case_0")
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["cases"]["case_0"]["classes"] = ["liver/../x"]
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"manifest\.json: class name 'liver/\.\./x' is not allowed"):
+        collect_training_cases(cache, None, ["liver", "liver_lesion"], ["liver"])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rsuper.cli import app
 from rsuper.config import TrainConfig
-from rsuper.models.checkpoint import load_checkpoint
+from rsuper.models.checkpoint import CheckpointError, load_checkpoint, make_payload, save_checkpoint
 from rsuper.models.registry import build_model
 from rsuper.reports.tables import write_tumors_csv
 from rsuper.train.schedule import warmup_poly_factor
@@ -117,3 +117,35 @@ def test_output_bias_probe_runs_on_the_models_device():
     model = build_model("dynunet_small", 1, 3).cuda()
     heads = output_bias_parameters(model, 3, 2 * model.size_divisor)
     assert len(heads) == 2 and all(h.is_cuda for h in heads)
+
+
+def test_resume_never_imports_a_network_named_only_by_the_checkpoint(data, tmp_path, monkeypatch):
+    """Issue #26 item 1: OUT/last.pt's stored run config names an import path; resuming must not import it
+    unless the user names the same network (--model / `model:` in the run file)."""
+    (tmp_path / "rsuper_evil_resume.py").write_text(
+        "from pathlib import Path\n"
+        "Path(__file__).with_name('imported.marker').write_text('imported')\n"
+        "from train_helpers import make_tiny_net as make\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    evil = "rsuper_evil_resume:make"
+    stored = _config(data, "evil_resume", model=evil)
+    net = build_model(TINY, 1, len(stored.classes))
+    (data / "evil_resume").mkdir(exist_ok=True)
+    save_checkpoint(data / "evil_resume" / "last.pt", make_payload(
+        evil, 1, stored.classes, (2.0, 2.0, 2.0), stored.patch_size, net.state_dict(), config=stored.to_dict(),
+        training={"step": 1}))
+    plain = TrainConfig(cache=data / "cache", out=data / "evil_resume", resume=True)
+    with pytest.raises(CheckpointError, match=rf"'{evil}'.*--model {evil}"):
+        Trainer(plain, DistributedContext())
+    other = TrainConfig(cache=data / "cache", out=data / "evil_resume", resume=True, model="dynunet_small")
+    with pytest.raises(CheckpointError, match=rf"'{evil}'.*--model {evil}"):
+        Trainer(other, DistributedContext())
+    assert not (tmp_path / "imported.marker").exists()
+    small = build_model("dynunet_small", 1, len(stored.classes))
+    save_checkpoint(data / "evil_resume" / "last.pt", make_payload(
+        "dynunet_small", 1, stored.classes, (2.0, 2.0, 2.0), stored.patch_size, small.state_dict(),
+        config=_config(data, "evil_resume", model="dynunet_small", model_kwargs={"filters": "8,16"}).to_dict(),
+        training={"step": 1}))
+    with pytest.raises(CheckpointError, match=r"last\.pt.*kwargs\.filters must be a list of integers"):
+        Trainer(plain, DistributedContext())

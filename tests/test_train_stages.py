@@ -67,7 +67,7 @@ def test_stage1_then_stage2_lower_the_loss(data):
     assert payload["training"]["step"] == 30 and payload["training"]["stage"] == 1
     assert payload["class_names"] == TrainConfig().classes and payload["spacing_mm"] == [2.0, 2.0, 2.0]
     assert payload["config"]["model"] == TINY
-    net = model_from_checkpoint(payload)
+    net = model_from_checkpoint(payload, model=TINY)  # an import path is built only when the caller names it
     assert isinstance(net, TinyNet)
 
     cfg2 = _config(data, "s2", stage=2, init=final1, tumors=data / "tumors.csv", init_use_ema=False)

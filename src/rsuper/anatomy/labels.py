@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 
@@ -120,14 +121,28 @@ _ALIASES: dict[str, str] = {
 _LIVER_SEGMENT_RE = re.compile(r"^(?:liver_)?(?:segment|seg|couinaud)_?0*([1-8])$")
 
 
-def canonical_class_name(name: str) -> str:
+# A class name becomes a file name (``<class>.nii.gz``, ``<class>.npy``): only these characters, at most this long.
+_PLAIN_CLASS_NAME = re.compile(r"[a-z0-9_]+")
+MAX_CLASS_NAME_LENGTH = 100
+
+
+class ClassNameError(ValueError):
+    """A class name that is empty or not plain (lowercase letters, digits, underscores) after canonicalisation."""
+
+
+def canonical_class_name(name: str, source: str | os.PathLike[str] | None = None) -> str:
     """Returns the canonical mask class of ``name`` (file stem, any case, spaces or dashes allowed).
 
-    Unknown names are returned normalised (lower case, ``_`` separators) but otherwise unchanged, so a
-    dataset's extra classes survive. Raises ``ValueError`` for an empty name.
+    Aliases are resolved first. Unknown names are returned normalised (lower case, ``_`` separators) but
+    otherwise unchanged, so a dataset's extra classes survive. The result must be a plain name -- lowercase
+    ASCII letters, digits and underscores, at most 100 characters -- because class names become file names:
+    anything else (``../x``, ``a/b``, ``liver.v2``, non-ASCII) raises :class:`ClassNameError` (a ``ValueError``),
+    whose one-line message starts with ``source`` (the file the name came from) when given. This is the one
+    check every class name read from a file or an option goes through.
     """
+    where = f"{os.fspath(source)}: " if source is not None else ""
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"class name must be a non-empty string, got {name!r} ({type(name).__name__})")
+        raise ClassNameError(f"{where}class name must be a non-empty string, got {name!r} ({type(name).__name__})")
     key = re.sub(r"[\s\-]+", "_", name.strip().lower())
     for suffix in (".nii.gz", ".nii", ".npy"):
         if key.endswith(suffix):
@@ -137,6 +152,12 @@ def canonical_class_name(name: str) -> str:
     match = _LIVER_SEGMENT_RE.match(key)
     if match:
         return f"liver_segment_{match.group(1)}"
+    if not _PLAIN_CLASS_NAME.fullmatch(key) or len(key) > MAX_CLASS_NAME_LENGTH:
+        raise ClassNameError(
+            f"{where}class name {name!r} is not allowed: class names become file names, so they may contain only "
+            f"lowercase letters, digits and underscores (spaces and dashes count as underscores; at most "
+            f"{MAX_CLASS_NAME_LENGTH} characters), e.g. 'liver_lesion'; rename that class"
+        )
     return key
 
 

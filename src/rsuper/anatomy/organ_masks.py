@@ -92,10 +92,15 @@ def align_to_grid(mask: Volume, reference: Volume, source: str) -> np.ndarray:
     )
 
 
-def masks_from_label_map(array: np.ndarray, id_to_name: dict[int, str]) -> tuple[dict[str, np.ndarray], list[int]]:
-    """Binary masks of every named id in a label map, and the sorted ids present but not named."""
+def masks_from_label_map(
+    array: np.ndarray, id_to_name: dict[int, str], source: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Binary masks of every named id in a label map, and the sorted ids present but not named.
+
+    Names that are not plain class names raise ``labels.ClassNameError`` naming ``source`` (the label map).
+    """
     present = {int(v) for v in np.unique(array) if v != 0}
-    masks = {labels.canonical_class_name(name): array == i for i, name in id_to_name.items() if i in present}
+    masks = {labels.canonical_class_name(name, source): array == i for i, name in id_to_name.items() if i in present}
     return masks, sorted(present - set(id_to_name))
 
 
@@ -137,7 +142,7 @@ def collect_masks(
     for path in ml_paths:
         volume, id_to_name, how = read_label_map(path, ml_task)
         array = align_to_grid(volume, ct, str(path))
-        masks, unknown = masks_from_label_map(array, id_to_name)
+        masks, unknown = masks_from_label_map(array, id_to_name, path)
         if unknown:
             out.warnings.append(f"{path}: label ids {unknown} are not in the {how}; ignored")
         for name, mask in masks.items():

@@ -41,8 +41,9 @@ def register(app: typer.Typer) -> None:
     def convert_checkpoint(
         source: Path = typer.Argument(..., metavar="RSUPER_CKPT", help="R-Super MedFormer checkpoint (.pth/.pt)."),
         out: Path = typer.Argument(..., metavar="OUT.pt", help="rsuper checkpoint to write (for `rsuper predict`)."),
-        classes: str = typer.Option(
-            "42", "--classes", help="Output class list: 42, 26 (R-Super's lists) or a text file, one name per line."
+        classes: Path = typer.Option(
+            ..., "--classes", metavar="FILE",
+            help="Text file with the network's output class names, one per line in channel order (# comments).",
         ),
         use_ema: bool = typer.Option(True, "--use-ema/--no-ema", help="EMA weights (default) or the raw weights."),
         spacing: str = typer.Option(
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
         """Convert an R-Super MedFormer checkpoint into an rsuper checkpoint (weights + class list +
         config + spacing), loading the weights strictly into rsuper's MedFormer. The input is not modified.
 
-        Example: rsuper convert-checkpoint rsuper_medformer.pth models/rsuper_26.pt --classes 26 --spacing 1
+        Example: rsuper convert-checkpoint rsuper_medformer.pth models/rsuper.pt --classes classes.txt --spacing 1
         """
         from rsuper.data.preprocess import parse_spacing
         from rsuper.models.convert import convert_rsuper_checkpoint, load_class_list

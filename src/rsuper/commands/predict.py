@@ -35,6 +35,11 @@ def register(app: typer.Typer) -> None:
         save_probabilities: bool = typer.Option(
             False, "--save-probabilities", help="Also write OUT/<case>/probabilities/<class>.nii.gz (uint8, p = v/255)."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights instead of the EMA weights."),
+        model: str = typer.Option(
+            None, "--model", metavar="NETWORK",
+            help="Network to build instead of the checkpoint's; needed for your own network "
+                 "(package.module:factory, imported because you name it here; a checkpoint alone never imports code).",
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo finished cases (default: resume)."),
         allow_non_hu: bool = typer.Option(
             False, "--allow-non-hu",
@@ -57,7 +62,7 @@ def register(app: typer.Typer) -> None:
             inputs = find_ct_inputs(input_path)
             if not checkpoint.is_file():
                 raise FileNotFoundError(f"checkpoint not found: {checkpoint} (give the .pt written by rsuper train)")
-            predictor = Predictor.from_checkpoint(checkpoint, device=device, use_ema=not no_ema)
+            predictor = Predictor.from_checkpoint(checkpoint, device=device, use_ema=not no_ema, model=model)
         except (FileNotFoundError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None

@@ -42,7 +42,10 @@ def register(app: typer.Typer) -> None:
         stage: int | None = typer.Option(None, "--stage", min=1, max=2, help="1 = masks only, 2 = masks + reports."),
         init: Path | None = typer.Option(None, "--init", help="Stage-1 checkpoint to start stage 2 from."),
         steps: int | None = typer.Option(None, "--steps", min=1, help="Optimiser steps of this stage."),
-        model: str | None = typer.Option(None, "--model", help="Network: medformer, medformer_small, dynunet, ..."),
+        model: str | None = typer.Option(
+            None, "--model", help="Network: medformer, medformer_small, dynunet, ... or your own package.module:factory "
+                                  "(name it again with --resume: a checkpoint alone never imports code).",
+        ),
         patch_size: str | None = typer.Option(None, "--patch-size", help="Patch in voxels: 96 or 96,96,64."),
         batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Samples per process (per GPU)."),
         lr: float | None = typer.Option(None, "--lr", help="Peak stage-1 learning rate (stage 2 uses x0.1)."),

@@ -11,7 +11,8 @@ nnU-Net raw (v1 or v2 ``dataset.json``)::
     ROOT/imagesTr/<case>_0000.nii.gz              (imagesTs/ too: cases without masks)
     ROOT/labelsTr/<case>.nii.gz                   one label map; class c = voxels == id
 
-Class names pass through ``rsuper.anatomy.labels.canonical_class_name``. For nnU-Net cases every class
+Class names pass through ``rsuper.anatomy.labels.canonical_class_name``; a name that is not plain (``../x``,
+``liver.v2``) raises ``DatasetLayoutError`` naming the file. For nnU-Net cases every class
 points at the same label map; ``Case.mask_labels`` holds its id, and ``Case.load_mask`` extracts it.
 
 Example:
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsuper.anatomy.labels import canonical_class_name
+from rsuper.anatomy.labels import ClassNameError, canonical_class_name
 from rsuper.io import Volume, load_nifti
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -103,6 +104,14 @@ class Case:
         return masks
 
 
+def _class_name(name: str, source: Path) -> str:
+    """``canonical_class_name`` for a name read from ``source``; a name that is not plain is a layout error."""
+    try:
+        return canonical_class_name(name, source=source)
+    except ClassNameError as exc:
+        raise DatasetLayoutError(str(exc)) from None
+
+
 def _strip_nifti(name: str) -> str | None:
     for suffix in NIFTI_SUFFIXES:
         if name.endswith(suffix):
@@ -123,7 +132,7 @@ def find_mask_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
         stem = _strip_nifti(path.name)
         if stem is None or path.name.startswith(".") or not path.is_file():
             continue
-        name = canonical_class_name(stem)
+        name = _class_name(stem, path)
         if name in found:
             raise DatasetLayoutError(
                 f"duplicate class {name!r} in {folder}: {found[name].name} and {path.name}; keep one of them"
@@ -197,7 +206,7 @@ def read_nnunet_labels(dataset_json: str | os.PathLike[str]) -> dict[str, int]:
                 f"{path}: label id {label_id} is used by both {names_of_id[label_id]!r} and {name!r}"
             )
         names_of_id[label_id] = name
-        canonical = canonical_class_name(name)
+        canonical = _class_name(name, path)
         if canonical in labels:
             raise DatasetLayoutError(
                 f"{path}: labels {names_of_id[labels[canonical]]!r} and {name!r} both mean class {canonical!r}"

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, Sampler
 
 from rsuper.anatomy import labels
 from rsuper.data.augment import PatchAugmentation
-from rsuper.data.preprocess import load_cached_case, load_manifest
+from rsuper.data.preprocess import MANIFEST, load_cached_case, load_manifest
 from rsuper.data.reportcases import ReportSupervision, build_report_supervision
 from rsuper.data.sampling import CaseIndex, CropChoice, choose_mask_crop, choose_report_crop, crop_padded
 
@@ -83,7 +83,7 @@ def collect_training_cases(
     report_cases: list[TrainingCase] = []
     skipped: list[str] = []
     for case_id, (cache_dir, entry) in sorted(entries.items()):
-        classes = tuple(labels.canonical_class_name(c) for c in entry.get("classes", []))
+        classes = tuple(labels.canonical_class_name(c, cache_dir / MANIFEST) for c in entry.get("classes", []))
         found = (findings or {}).get(case_id)
         if lesion_channels & set(classes):
             mask_cases.append(TrainingCase(cache_dir, case_id, classes))

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rsuper import __version__
+from rsuper.anatomy import labels
 from rsuper.atomic import atomic_dir, write_json_atomic
 from rsuper.data.cases import Case, discover_cases, discover_masks
 from rsuper.data.checks import require_hu
@@ -374,7 +375,8 @@ def load_cached_case(cache_dir: str | os.PathLike[str], case_id: str, mmap: bool
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     mode = "r" if mmap else None
     image = np.load(case_dir / "ct.npy", mmap_mode=mode)
-    masks = {name: np.load(case_dir / "masks" / f"{name}.npy", mmap_mode=mode) for name in meta["classes"]}
+    names = [labels.canonical_class_name(name, meta_path) for name in meta["classes"]]  # file names: plain only
+    masks = {name: np.load(case_dir / "masks" / f"{name}.npy", mmap_mode=mode) for name in names}
     for name, mask in masks.items():
         if mask.shape != image.shape:
             raise ValueError(f"cache {case_dir}: mask {name} shape {mask.shape} != image shape {image.shape}")

@@ -101,7 +101,7 @@ def prediction_cases(pred_dir: str | os.PathLike[str]) -> dict[str, Path]:
 
 def lesion_classes_of(case_dir: Path) -> list[str]:
     """Lesion classes with a mask file in ``case_dir/segmentations``."""
-    names = {labels.canonical_class_name(p.name) for p in (case_dir / "segmentations").glob("*.nii*")}
+    names = {labels.canonical_class_name(p.name, p) for p in (case_dir / "segmentations").glob("*.nii*")}
     return sorted(n for n in names if n in labels.ORGAN_OF_LESION_CLASS)
 
 

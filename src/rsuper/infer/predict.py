@@ -77,8 +77,13 @@ class Predictor:
     trained_mirrored: bool = False
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", use_ema: bool = True) -> Predictor:
-        """Loads ``path`` (an rsuper checkpoint) onto ``device`` ("cpu", "cuda", "cuda:1")."""
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", use_ema: bool = True,
+                        model: str | None = None) -> Predictor:
+        """Loads ``path`` (an rsuper checkpoint) onto ``device`` ("cpu", "cuda", "cuda:1").
+
+        The checkpoint's network is built only when it is a registered one; ``model`` (CLI ``--model``) names the
+        network to build instead, e.g. your own ``package.module:factory`` (see docs/models.md).
+        """
         dev = resolve_device(device)
         payload = load_checkpoint(path)
         norm = payload.get("normalisation")
@@ -87,10 +92,11 @@ class Predictor:
                              f"{CT_NORMALISATION['formula']}. Retrain or convert the checkpoint.")
         if payload.get("orientation", "RAS") != "RAS":
             raise ValueError(f"checkpoint {path} was trained in orientation {payload['orientation']!r}; expected RAS")
-        model = model_from_checkpoint(payload, use_ema=use_ema, map_location="cpu").to(dev).eval()
+        network = model_from_checkpoint(payload, use_ema=use_ema, map_location="cpu", model=model,
+                                        source=str(path)).to(dev).eval()
         config = payload.get("config") or {}
         mirrored = bool(config.get("augment")) and float(config.get("mirror_prob") or 0.0) > 0
-        return cls(model=model, class_names=[labels.canonical_class_name(c) for c in payload["class_names"]],
+        return cls(model=network, class_names=[labels.canonical_class_name(c) for c in payload["class_names"]],
                    spacing_mm=tuple(float(s) for s in payload["spacing_mm"]),  # type: ignore[arg-type]
                    patch_size=tuple(int(s) for s in payload["patch_size"]),  # type: ignore[arg-type]
                    device=dev, source=str(path), untrained_classes=untrained_classes_of(payload),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,17 @@ import torch
 from torch import nn
 
 from rsuper import __version__
-from rsuper.anatomy.labels import canonical_class_name
+from rsuper.anatomy.labels import ClassNameError, canonical_class_name
 from rsuper.atomic import atomic_path
 from rsuper.io import CT_NORMALISATION
-from rsuper.models.registry import build_model
+from rsuper.models.registry import (
+    ModelSpecError,
+    build_model,
+    check_model_kwargs,
+    check_model_name_syntax,
+    is_plain_value,
+    model_for_file,
+)
 
 FORMAT = "rsuper-checkpoint"
 FORMAT_VERSION = 1
@@ -105,13 +113,56 @@ def validate_payload(payload: Any, source: str = "payload") -> None:
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise CheckpointError(f"{source} lacks the required entries {missing}")
-    model = payload["model"]
-    if not isinstance(model, dict) or "name" not in model or "num_classes" not in model:
-        raise CheckpointError(f"{source}: 'model' must be a dict with 'name', 'in_channels', 'num_classes', 'kwargs'")
-    if len(payload["class_names"]) != model["num_classes"]:
+    try:
+        _check_model_spec(payload["model"])
+        _check_class_names(payload)
+    except (ModelSpecError, ClassNameError) as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    if len(payload["class_names"]) != payload["model"]["num_classes"]:
         raise CheckpointError(
-            f"{source}: {len(payload['class_names'])} class names but model.num_classes={model['num_classes']}"
+            f"{source}: {len(payload['class_names'])} class names but model.num_classes={payload['model']['num_classes']}"
         )
+
+
+def _positive_int(value: object) -> bool:
+    return type(value) is int and value >= 1
+
+
+def _check_model_spec(model: object) -> None:
+    """The checkpoint's model spec is plain data of the expected types; nothing is imported or built here."""
+    if not isinstance(model, dict) or "name" not in model or "num_classes" not in model:
+        raise ModelSpecError("'model' must be a dict with 'name', 'in_channels', 'num_classes', 'kwargs'")
+    check_model_name_syntax(model["name"])
+    for key in ("in_channels", "num_classes"):
+        value = model.get(key, 1)
+        if not _positive_int(value):
+            raise ModelSpecError(f"model.{key} must be a positive integer, got {value!r:.80} ({type(value).__name__})")
+    kwargs = model.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ModelSpecError(f"model.kwargs must be a dict of constructor arguments, got {type(kwargs).__name__}")
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ModelSpecError(f"model.kwargs has a key that is not an argument name: {key!r:.80}")
+        if not is_plain_value(value):
+            raise ModelSpecError(
+                f"model.kwargs.{key} must be a number, string, bool or a flat list of them, "
+                f"got {value!r:.80} ({type(value).__name__})"
+            )
+
+
+def _check_class_names(payload: dict[str, Any]) -> None:
+    """Class names (and supervised-voxel keys) become file names in `rsuper predict`: plain names only."""
+    names = payload["class_names"]
+    if not isinstance(names, (list, tuple)):
+        raise ClassNameError(f"class_names must be a list of names, got {type(names).__name__}")
+    for name in names:
+        canonical_class_name(name)
+    counts = payload.get("supervised_voxels")
+    if counts is not None:
+        if not isinstance(counts, dict):
+            raise ClassNameError(f"supervised_voxels must be a dict of class -> voxels, got {type(counts).__name__}")
+        for name in counts:
+            canonical_class_name(name)
 
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size)
@@ -146,15 +197,20 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Reads an rsuper checkpoint with ``weights_only=True`` (no code execution) and validates it."""
+    """Reads an rsuper checkpoint with ``weights_only=True`` and validates it (plain data of the expected types:
+    model name, ``in_channels``, ``num_classes``, plain ``kwargs``, plain class names). Nothing from the file is
+    imported, called or built here; :func:`model_from_checkpoint` builds registered networks only."""
     src = Path(path)
     if not src.is_file():
         raise CheckpointError(f"checkpoint {src} is not a file")
+    kind = torch_file_kind(src)
+    if kind != "torch":
+        raise CheckpointError(not_a_checkpoint_message(src, kind))
     try:
         payload = torch.load(src, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if not is_weights_only_refusal(err):
-            raise CheckpointError(f"cannot read checkpoint {src} (not a torch file?): {first_line(err)}") from err
+            raise CheckpointError(f"cannot read checkpoint {src} (damaged torch file?): {first_line(err)}") from err
         raise CheckpointError(
             f"{src} holds pickled Python objects, not an rsuper checkpoint (refused with weights_only=True). "
             "An R-Super checkpoint must first be converted: `rsuper convert-checkpoint`."
@@ -165,6 +221,39 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         ) from err
     validate_payload(payload, str(src))
     return payload
+
+
+# A legacy (pre-zip) torch.save file starts with a pickled magic number: protocol opcode, LONG1 of 10 bytes.
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def torch_file_kind(path: str | os.PathLike[str]) -> str:
+    """What ``path`` holds, from its bytes (nothing is unpickled): ``"torch"`` (a ``torch.save`` file, zip or
+    legacy), ``"truncated"`` (the start of a zip archive without its end), ``"zip"`` (a zip archive that
+    ``torch.save`` did not write) or ``"other"`` (text, random bytes, any other format)."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head[:1] == b"\x80" and head[2:4] == b"\x8a\x0a" and head[4:14] == _LEGACY_MAGIC:
+        return "torch"
+    if not head.startswith(b"PK\x03\x04"):
+        return "other"
+    if not zipfile.is_zipfile(path):
+        return "truncated"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "truncated"
+    return "torch" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else "zip"
+
+
+def not_a_checkpoint_message(path: Path, kind: str) -> str:
+    """One line for a file that :func:`torch_file_kind` did not recognise as a torch checkpoint."""
+    if kind == "truncated":
+        return f"cannot read checkpoint {path}: the zip archive is truncated or damaged (copy the file again)"
+    what = "a zip archive without torch data" if kind == "zip" else "neither a torch zip archive nor a legacy torch file"
+    return f"{path} is not a PyTorch checkpoint ({what}); give the .pt/.pth file written by torch.save"
 
 
 def is_weights_only_refusal(err: BaseException) -> bool:
@@ -209,13 +298,28 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
 
 def model_from_checkpoint(
-    payload: dict[str, Any], use_ema: bool = True, map_location: str | torch.device = "cpu"
+    payload: dict[str, Any], use_ema: bool = True, map_location: str | torch.device = "cpu",
+    model: str | None = None, source: str = "checkpoint",
 ) -> nn.Module:
-    """Builds the payload's network and loads its EMA weights (when present and ``use_ema``) strictly."""
-    validate_payload(payload)
+    """Builds the payload's network and loads its EMA weights (when present and ``use_ema``) strictly.
+
+    Only a registered network is built from the payload's model name; an import path recorded in a checkpoint
+    is never imported. ``model`` is the caller's explicit choice (CLI ``--model``): that network is built
+    instead, and it may be an import path ``package.module:factory``. Constructor arguments (``model.kwargs``)
+    must be arguments the network declares, of their types. ``source`` names the file in error messages.
+    """
+    validate_payload(payload, source)
     spec = payload["model"]
-    model = build_model(spec["name"], spec.get("in_channels", 1), spec["num_classes"], **spec.get("kwargs", {}))
+    try:
+        name = model_for_file(spec["name"], model)
+        kwargs = check_model_kwargs(name, spec.get("kwargs", {}))
+    except ValueError as err:  # ModelSpecError, or an import path the caller named that cannot be imported
+        raise CheckpointError(f"{source}: {err}") from None
+    try:
+        network = build_model(name, spec.get("in_channels", 1), spec["num_classes"], **kwargs)
+    except (TypeError, ValueError) as err:  # the network refused the (validated) arguments
+        raise CheckpointError(f"{source}: cannot build model {name!r} with {kwargs}: {first_line(err)}") from err
     ema = payload.get("ema_state_dict")
     state_dict, which = (ema, "ema_state_dict") if use_ema and ema is not None else (payload["state_dict"], "state_dict")
-    load_state_dict_strict(model, state_dict, f"checkpoint {which}")
-    return model.to(map_location)
+    load_state_dict_strict(network, state_dict, f"{source} {which}")
+    return network.to(map_location)

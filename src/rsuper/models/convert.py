@@ -7,12 +7,11 @@ False)`` can read: that executes code from the file, so it is done only with ``t
 replaced by inert stand-ins and the parameters are collected from the module tree.
 
 Example:
-    >>> payload = convert_rsuper_checkpoint("rsuper_medformer.pth", "medformer_26.pt", load_class_list("26"))
+    >>> payload = convert_rsuper_checkpoint("rsuper_medformer.pth", "medformer.pt", load_class_list("classes.txt"))
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import pickle
 import types
@@ -23,14 +22,16 @@ from typing import Any
 
 import torch
 
-from rsuper.anatomy.labels import canonical_class_name
+from rsuper.anatomy.labels import ClassNameError, canonical_class_name
 from rsuper.models.checkpoint import (
     CheckpointError,
     first_line,
     is_weights_only_refusal,
     load_state_dict_strict,
     make_payload,
+    not_a_checkpoint_message,
     save_checkpoint,
+    torch_file_kind,
 )
 from rsuper.models.registry import build_model
 
@@ -41,27 +42,27 @@ RSUPER_PATCH_SIZE = (128, 128, 128)
 
 
 def load_class_list(spec: str | os.PathLike[str]) -> list[str]:
-    """Class names in channel order: ``"42"``/``"26"`` (R-Super's lists shipped with rsuper) or a text
-    file with one name per line (blank lines and ``#`` comments ignored). Names are canonicalised."""
-    text = str(spec)
-    if text in ("42", "26"):
-        resource = importlib.resources.files("rsuper.models") / "data" / f"rsuper_classes_{text}.txt"
-        if not resource.is_file():
-            raise CheckpointError(
-                f"the {text}-class R-Super list is not shipped with this rsuper build "
-                f"(missing package file rsuper/models/data/rsuper_classes_{text}.txt); "
-                "pass --classes FILE with one class name per line in channel order"
-            )
-        raw = resource.read_text(encoding="utf-8")
-    else:
-        path = Path(text)
-        if not path.is_file():
-            raise CheckpointError(f"class list {path} is not a file; give 42, 26 or a text file (one name per line)")
-        raw = path.read_text(encoding="utf-8")
-    names = [canonical_class_name(line.split("#")[0]) for line in raw.splitlines() if line.split("#")[0].strip()]
+    """Class names in channel order from a text file with one name per line (blank lines and ``#`` comments
+    ignored). Names are canonicalised and must be plain (``labels.canonical_class_name``); the error names
+    the file and the offending value. rsuper does not ship R-Super's class lists: write the network's output
+    channel names, in channel order, into the file."""
+    path = Path(spec)
+    if not path.is_file():
+        raise CheckpointError(
+            f"class list {path} is not a file; give a text file with one class name per line, in the network's "
+            "output channel order (rsuper does not ship R-Super's class lists)"
+        )
+    raw = path.read_text(encoding="utf-8")
+    try:
+        names = [
+            canonical_class_name(line.split("#")[0], source=path)
+            for line in raw.splitlines() if line.split("#")[0].strip()
+        ]
+    except ClassNameError as err:
+        raise CheckpointError(str(err)) from None
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if not names or duplicates:
-        raise CheckpointError(f"class list {text}: empty or duplicated names {duplicates}")
+        raise CheckpointError(f"class list {path}: empty or duplicated names {duplicates}")
     return names
 
 
@@ -116,11 +117,14 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 def _load_raw(path: Path, trust_checkpoint: bool) -> Any:
     if not path.is_file():
         raise CheckpointError(f"R-Super checkpoint {path} is not a file")
+    kind = torch_file_kind(path)
+    if kind != "torch":  # random bytes, text, other archives: no advice to unpickle them
+        raise CheckpointError(not_a_checkpoint_message(path, kind))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not is_weights_only_refusal(err):
-            raise CheckpointError(f"cannot read {path} (not a torch checkpoint?): {first_line(err)}") from err
+            raise CheckpointError(f"cannot read {path} (damaged torch file?): {first_line(err)}") from err
         if not trust_checkpoint:
             raise CheckpointError(
                 f"{path} contains pickled Python objects (R-Super's distributed training stores the whole "

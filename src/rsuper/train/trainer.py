@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
@@ -38,7 +39,7 @@ from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_trai
 from rsuper.data.preprocess import load_manifest
 from rsuper.losses import combine
 from rsuper.models import checkpoint as ckpt
-from rsuper.models.registry import build_model
+from rsuper.models.registry import build_model, check_model_kwargs, model_for_file
 from rsuper.train.distributed import (
     DistributedContext,
     all_ranks_true,
@@ -114,6 +115,27 @@ def model_in_channels(model: nn.Module) -> int:
     return first.in_channels
 
 
+def stored_run_config(payload: dict[str, Any], source: Path, given: TrainConfig) -> TrainConfig:
+    """The run config stored in a checkpoint (``OUT/last.pt``), checked like any model spec read from a file.
+
+    Its network must be a registered one, or the one the user names in ``given`` (``--model`` or ``model:`` in
+    the run file): an import path recorded only in the checkpoint is never imported. Its ``model_kwargs`` must be
+    arguments that network declares, of their types. Raises ``CheckpointError`` naming ``source``.
+    """
+    try:
+        stored = TrainConfig.model_validate(payload["config"])
+    except (ValidationError, TypeError) as err:
+        problem = " ".join(str(err).split())
+        raise ckpt.CheckpointError(f"{source}: the stored run config is not valid: {problem}") from None
+    chosen = given.model if "model" in given.model_fields_set else None
+    try:
+        model_for_file(stored.model, chosen if chosen == stored.model else None)
+        check_model_kwargs(stored.model, stored.model_kwargs, where="config.model_kwargs")
+    except ValueError as err:
+        raise ckpt.CheckpointError(f"{source}: {err}") from None
+    return stored
+
+
 class Trainer:
     """One stage of training on one process (see ``train``)."""
 
@@ -125,7 +147,7 @@ class Trainer:
             if not last.is_file():
                 raise FileNotFoundError(f"--resume: {last} not found; start without --resume")
             resume_payload = ckpt.load_checkpoint(last)
-            stored = TrainConfig.model_validate(resume_payload["config"])
+            stored = stored_run_config(resume_payload, last, config)
             # The stored run defines the run; only where/how it runs may change.
             config = stored.model_copy(update={"resume": True, "device": config.device, "workers": config.workers})
         self.config, self.ctx = config, ctx
