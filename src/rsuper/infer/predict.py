@@ -48,6 +48,7 @@ from scipy import ndimage
 from rsuper import __version__
 from rsuper.anatomy import labels
 from rsuper.atomic import write_json_atomic
+from rsuper.errors import ConfigError
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
@@ -100,9 +101,9 @@ TTA_MODES = ("auto", "none", "mirror", "flips")
 
 
 def check_tta_mode(mode: str, field_name: str = "tta") -> None:
-    """Raises ``ValueError`` naming ``field_name`` unless ``mode`` is one of ``TTA_MODES``."""
+    """Raises ``ConfigError`` (a ``ValueError``) naming ``field_name`` unless ``mode`` is one of ``TTA_MODES``."""
     if mode not in TTA_MODES:
-        raise ValueError(f"{field_name} must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+        raise ConfigError(f"{field_name} must be one of {', '.join(TTA_MODES)}, got {mode!r}")
 
 
 @dataclass

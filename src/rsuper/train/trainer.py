@@ -36,6 +36,7 @@ from rsuper.anatomy import labels
 from rsuper.config import TrainConfig
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.data.preprocess import load_manifest
+from rsuper.errors import ConfigError
 from rsuper.losses import combine
 from rsuper.models import checkpoint as ckpt
 from rsuper.models.registry import build_model
@@ -125,7 +126,7 @@ class Trainer:
             if not last.is_file():
                 raise FileNotFoundError(f"--resume: {last} not found; start without --resume")
             resume_payload = ckpt.load_checkpoint(last)
-            stored = TrainConfig.model_validate(resume_payload["config"])
+            stored = TrainConfig.from_stored(resume_payload["config"], last)
             # The stored run defines the run; only where/how it runs may change.
             config = stored.model_copy(update={"resume": True, "device": config.device, "workers": config.workers})
         self.config, self.ctx = config, ctx
@@ -133,7 +134,7 @@ class Trainer:
         self.console = Console(stderr=True, quiet=not ctx.is_main)
         self.class_names = config.classes
         if not config.cache:
-            raise ValueError("no cache given: set `cache` in the config or pass --cache CACHE (from `rsuper prepare`)")
+            raise ConfigError("no cache given: set `cache` in the config or pass --cache CACHE (from `rsuper prepare`)")
         manifest = load_manifest(config.cache[0])
         self.spacing_mm = tuple(float(s) for s in manifest["spacing_mm"])
         self.dataset, self.n_mask, self.n_report = self._build_dataset(config)
@@ -190,7 +191,7 @@ class Trainer:
         findings = None
         if config.stage == 2:
             if config.tumors is None:
-                raise ValueError("stage 2 trains on reports: pass --tumors tumors.csv (from `rsuper extract`)")
+                raise ConfigError("stage 2 trains on reports: pass --tumors tumors.csv (from `rsuper extract`)")
             from rsuper.reports.tables import read_tumors_csv
 
             findings = read_tumors_csv(config.tumors)
@@ -218,16 +219,19 @@ class Trainer:
     def _build_model(self, config: TrainConfig) -> nn.Module:
         """The network; in stage 2 (not resuming) with stage 1's weights, whose supervised-voxel counts are
         added to this run's."""
-        model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
+        try:
+            model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
+        except TypeError as err:  # a keyword the network does not take
+            raise ConfigError(f"model_kwargs {config.model_kwargs} do not fit model {config.model!r}: {err}") from None
         bad = [p for p in config.patch_size if p % model.size_divisor]
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f"patch_size {config.patch_size} must be a multiple of {model.size_divisor} for model {config.model!r}"
             )
         if config.stage == 2 and not config.resume:
             payload = ckpt.load_checkpoint(config.init)
             if list(payload["class_names"]) != self.class_names:
-                raise ValueError(
+                raise ConfigError(
                     f"--init {config.init} has classes {payload['class_names']}, this run {self.class_names}; "
                     "set class_names to the stage-1 list"
                 )
