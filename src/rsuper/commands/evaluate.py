@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rsuper.evaluate.compare import compare_predictions
-from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+if TYPE_CHECKING:
+    import pandas as pd
 
 console = Console(stderr=True)
 
@@ -67,6 +67,9 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper evaluate --compare preds/masks preds/rsuper --names masks-only R-Super --reports gold/tumors.csv --masks data/truth --images data/test --out eval/cmp
         """
+        from rsuper.evaluate.compare import compare_predictions
+        from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+
         if reports is None and masks is None:
             console.print("[red]error:[/red] give --reports (tumors.csv/cases.csv) and/or --masks (true lesion masks)")
             raise typer.Exit(2)

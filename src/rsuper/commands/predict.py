@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, find_ct_inputs, predict_cases
+from rsuper.infer.tta import TTA_MODES
 
 console = Console(stderr=True)
 TTAMode = Enum("TTAMode", {mode: mode for mode in TTA_MODES}, type=str)  # --tta choices, shown by --help
@@ -46,6 +46,8 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta flips
         """
+        from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
+
         try:
             inputs = find_ct_inputs(input_path)
             if not checkpoint.is_file():

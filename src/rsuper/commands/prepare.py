@@ -9,9 +9,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rsuper.data.cases import DatasetLayoutError, discover_cases
-from rsuper.data.preprocess import parse_spacing, prepare_dataset
-
 
 def register(app: typer.Typer) -> None:
     """Adds the `prepare` command to the rsuper app."""
@@ -35,6 +32,9 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper prepare data/masks --out cache/masks --spacing 2.5 --masks-dir organs/ --workers 4
         """
+        from rsuper.data.cases import DatasetLayoutError, discover_cases
+        from rsuper.data.preprocess import parse_spacing, prepare_dataset
+
         console = Console()
         try:
             spacing_mm = parse_spacing(spacing)

@@ -22,11 +22,11 @@ import pandas as pd
 
 from rsuper.anatomy.labels import is_lesion_class
 from rsuper.data.cases import SEGMENTATIONS_DIR, Case, DatasetLayoutError, discover_cases
+from rsuper.data.constants import AFFINE_TOLERANCE_MM
 from rsuper.io import NiftiReadError, Volume, load_nifti
 
 ID_COLUMNS = ("BDMAP ID", "Encrypted Accession Number", "id")
 REPORT_COLUMNS = ("Report", "Findings", "report")
-AFFINE_TOLERANCE_MM = 1e-3
 DATASET = "(dataset)"
 
 
