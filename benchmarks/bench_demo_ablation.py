@@ -32,6 +32,7 @@ import shutil
 from pathlib import Path
 
 from rsuper.demo import DemoPlan, run_demo
+from rsuper.errors import ConfigError
 
 SHARED = ("data", "extract", "organs", "cache")
 STAGE2_PLAN_FIELDS = ("stage2_steps", "report_weight", "volume_threshold_mm3", "stage2_lr_factor")
@@ -84,9 +85,13 @@ def main() -> None:
     options = dict(args.options)
     plan_fields = {k: options.pop(k) for k in STAGE2_PLAN_FIELDS + NEW_DATA_PLAN_FIELDS if k in options}
     new_data = any(k in plan_fields for k in NEW_DATA_PLAN_FIELDS)
+    try:  # a mistyped --set stops here, before the fork and not after stage 2's data steps
+        plan = dataclasses.replace(base_plan, out=args.out, stage2_options={**base_plan.stage2_options, **options},
+                                   parallel_stage2=not args.reuse_masks_only, **plan_fields)
+        plan.check()
+    except ConfigError as error:
+        parser.error(str(error))
     fork_demo(args.base, args.out, args.reuse_masks_only, new_data)
-    plan = dataclasses.replace(base_plan, out=args.out, stage2_options={**base_plan.stage2_options, **options},
-                               parallel_stage2=not args.reuse_masks_only, **plan_fields)
     if base_plan.stage2_options:
         print(f"inherited from {args.base}: stage2_options {base_plan.stage2_options}")
     result = run_demo(plan)

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rsuper.anatomy import labels
+from rsuper.errors import ConfigError
+
+CONFIG_ERROR = "invalid training configuration"  # heading of TrainConfig problems (rsuper.errors)
 
 DEFAULT_TARGET_ORGANS: tuple[str, ...] = ("pancreas", "kidney", "liver")
 # Organ channels predicted next to the lesion channels (organ supervision also gates lesions at inference).
@@ -202,18 +205,36 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """Reads a YAML run file (or none) and applies ``overrides`` (None values are ignored)."""
+        """Reads a YAML run file (or none) and applies ``overrides`` (None values are ignored).
+
+        Invalid YAML or field values raise :class:`rsuper.errors.ConfigError`, one readable line per problem.
+        """
         data: dict[str, Any] = {}
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise FileNotFoundError(f"config file {path} not found")
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as error:
+                raise ConfigError(_yaml_problem(error), CONFIG_ERROR, path) from None
             if loaded is not None and not isinstance(loaded, dict):
-                raise ValueError(f"{path}: expected a YAML mapping of TrainConfig fields, got {type(loaded).__name__}")
+                raise ConfigError(f"expected a YAML mapping of TrainConfig fields, got {type(loaded).__name__}",
+                                  CONFIG_ERROR, path)
             data = dict(loaded or {})
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError.from_validation(error, CONFIG_ERROR, path, fields=cls.model_fields) from None
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any], source: str | Path) -> TrainConfig:
+        """The configuration stored in a checkpoint (``source`` names it in a :class:`ConfigError`)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError.from_validation(error, CONFIG_ERROR, source, fields=cls.model_fields) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-able dict (paths as strings, ``class_names`` resolved); stored in checkpoints."""
@@ -222,3 +243,11 @@ class TrainConfig(BaseModel):
     def to_yaml(self) -> str:
         """The effective configuration as YAML."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """``not valid YAML (line L, column C): <problem>`` from a PyYAML error (1-based positions)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"not valid YAML{where}: {problem}"

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from pydantic import ValidationError
 
 from rsuper.anatomy.organ_masks import case_is_done, process_case
 from rsuper.atomic import atomic_path, write_json_atomic
@@ -36,6 +37,7 @@ from rsuper.config import TrainConfig
 from rsuper.data.cases import discover_cases
 from rsuper.data.phantoms import generate_dataset
 from rsuper.data.preprocess import prepare_dataset
+from rsuper.errors import ConfigError, validation_problems
 from rsuper.evaluate.compare import compare_predictions
 from rsuper.evaluate.run import EvaluationSettings
 from rsuper.infer.predict import PredictOptions, Predictor, check_tta_mode, find_ct_inputs, predict_cases
@@ -44,6 +46,7 @@ from rsuper.reports.tables import read_csv_text
 from rsuper.train.trainer import train
 
 MODEL_NAMES = ("masks-only", "R-Super")
+PLAN_ERROR = "invalid demo plan"  # heading of DemoPlan problems (rsuper.errors)
 
 
 @dataclass
@@ -121,18 +124,56 @@ class DemoPlan:
 
     @classmethod
     def load(cls, path: Path) -> DemoPlan:
-        """The plan a demo wrote to ``OUT/demo_plan.json`` (lists back to tuples, ``out`` to a Path)."""
-        raw = json.loads(Path(path).read_text())
+        """The plan a demo wrote to ``OUT/demo_plan.json`` (lists back to tuples, ``out`` to a Path).
+
+        Raises :class:`ConfigError` (one line per problem, see :meth:`check`) for a plan this rsuper cannot run.
+        """
+        try:
+            raw = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}",
+                              PLAN_ERROR, path) from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown demo plan fields {unknown}; was it written by another rsuper version?")
+            raise ConfigError(f"unknown demo plan fields {unknown}; was it written by another rsuper version?",
+                              PLAN_ERROR, path)
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-        return cls(**{**values, "out": Path(raw["out"])})
+        try:
+            plan = cls(**{**values, "out": Path(raw["out"])})
+            plan.check()
+        except ConfigError as error:
+            raise ConfigError(error.problems, PLAN_ERROR, path) from None
+        return plan
+
+    def check(self) -> None:
+        """Raises :class:`ConfigError` listing every problem of the plan (its training runs' TrainConfig fields,
+        ``stage2_options`` included), so that a bad plan stops before the first step, not after the training."""
+        problems: list[str] = []
+        renamed = {"absence_volume_mm3": "volume_threshold_mm3", "mask_crop_probs": "tumor_crop_prob"}
+        options = {key: f"stage2_options.{key}" for key in self.stage2_options}
+        runs = ((1, self.stage1_steps, None, {}, {**renamed, "steps": "stage1_steps"}),
+                (2, self.stage2_steps, self.out / "stage1.pt", self.stage2_options,
+                 {**renamed, "steps": "stage2_steps", **options}))
+        for stage, steps, init, extra, names in runs:
+            try:
+                TrainConfig.model_validate({**self._train_fields("check", stage, steps, init, 0.5), **extra})
+            except ValidationError as error:
+                found = validation_problems(error, names, TrainConfig.model_fields)
+                problems += [p for p in found if p not in problems]
+        if problems:
+            raise ConfigError(problems, PLAN_ERROR)
 
     def train_config(self, name: str, stage: int, steps: int, init: Path | None, report_fraction: float) -> TrainConfig:
         """The TrainConfig of one demo training run (stage 2: with ``stage2_options``)."""
-        config = TrainConfig(
+        config = TrainConfig(**self._train_fields(name, stage, steps, init, report_fraction))
+        if stage == 2 and self.stage2_options:
+            config = TrainConfig(**{**config.model_dump(), **self.stage2_options})
+        return config
+
+    def _train_fields(self, name: str, stage: int, steps: int, init: Path | None,
+                      report_fraction: float) -> dict[str, Any]:
+        return dict(
             cache=self.out / "cache", tumors=self.out / "extract" / "tumors.csv", out=self.out / "runs" / name,
             stage=stage, init=init, target_organs=list(self.target_organs), model=self.model,
             patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
@@ -145,9 +186,6 @@ class DemoPlan:
                              "random": (1 - self.tumor_crop_prob) / 2},
             checkpoint_every=max(10, steps // 4), log_every=max(1, min(10, steps // 10)), device=self.device,
         )
-        if stage == 2 and self.stage2_options:
-            config = TrainConfig(**{**config.model_dump(), **self.stage2_options})
-        return config
 
 
 @dataclass
@@ -295,6 +333,7 @@ def check_same_plan(plan: DemoPlan) -> None:
 
 def run_demo(plan: DemoPlan, log: Log = print) -> DemoResult:
     """Runs every step of the demo (resuming finished ones) and returns the comparison."""
+    plan.check()
     plan.out.mkdir(parents=True, exist_ok=True)
     check_same_plan(plan)
     write_json_atomic(plan.out / "demo_plan.json", {k: (str(v) if isinstance(v, Path) else v)

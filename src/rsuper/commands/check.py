@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rsuper.atomic import write_json_atomic
-from rsuper.data.checks import AFFINE_TOLERANCE_MM, check_dataset
-from rsuper.data.cases import DatasetLayoutError, discover_cases
+from rsuper.data.constants import AFFINE_TOLERANCE_MM
+
+
 from rsuper.paths import exit_if_output_overlaps
 
 
@@ -39,6 +39,10 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper check data/reports --reports data/reports.csv --json check.json
         """
+        from rsuper.atomic import write_json_atomic
+        from rsuper.data.cases import DatasetLayoutError, discover_cases
+        from rsuper.data.checks import check_dataset
+
         console = Console()
         exit_if_output_overlaps(json_out, {"DATASET": dataset, "--reports": reports}, "--json")
         if reports is not None and not reports.is_file():

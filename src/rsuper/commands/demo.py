@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rsuper.errors import ConfigError, exit_config_error
+
 
 def register(app: typer.Typer) -> None:
     """Adds the `demo` command to the rsuper app."""
@@ -34,6 +36,8 @@ def register(app: typer.Typer) -> None:
         plan = DemoPlan.default(out, quick=quick, seed=seed, device=device)
         try:
             check_same_plan(plan)
+        except ConfigError as exc:
+            exit_config_error(console, exc, "invalid demo plan")
         except ValueError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None

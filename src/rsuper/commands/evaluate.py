@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rsuper.evaluate.compare import compare_predictions
-from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
 from rsuper.paths import exit_if_output_overlaps
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 console = Console(stderr=True)
 
@@ -69,6 +70,9 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper evaluate --compare preds/masks preds/rsuper --names masks-only R-Super --reports gold/tumors.csv --masks data/truth --images data/test --out eval/cmp
         """
+        from rsuper.evaluate.compare import compare_predictions
+        from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+
         if reports is None and masks is None:
             console.print("[red]error:[/red] give --reports (tumors.csv/cases.csv) and/or --masks (true lesion masks)")
             raise typer.Exit(2)

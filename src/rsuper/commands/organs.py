@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rsuper.anatomy import organ_masks, totalseg
-from rsuper.data.cases import Case, DatasetLayoutError, discover_cases
-from rsuper.io import NiftiReadError
 from rsuper.paths import exit_if_output_overlaps
+
+if TYPE_CHECKING:
+    from rsuper.data.cases import Case
 
 console = Console(stderr=True)
 NIFTI = (".nii.gz", ".nii")
@@ -41,6 +42,8 @@ def label_maps_for_case(case_id: str, ml: list[Path], n_cases: int) -> list[Path
 
 def _run_totalsegmentator(case: Case, out: Path, liver_segments: bool, fast: bool, device: str | None) -> list[Path]:
     """Runs (or reuses) TotalSegmentator's multilabel outputs for one case under OUT/<case>/totalsegmentator/."""
+    from rsuper.anatomy import totalseg
+
     tasks = ["total"] + (["liver_segments"] if liver_segments else [])
     outputs = []
     for task in tasks:
@@ -91,6 +94,10 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper organs data/merlin --out work/organs --ml ts_outputs/ --preview
         """
+        from rsuper.anatomy import organ_masks, totalseg
+        from rsuper.data.cases import DatasetLayoutError, discover_cases
+        from rsuper.io import NiftiReadError
+
         exit_if_output_overlaps(out, {"DATASET": dataset, "--ml": ml, "--masks-dir": masks_dir})
         try:
             cases = discover_cases(dataset)

@@ -9,11 +9,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, find_ct_inputs, predict_cases
-from rsuper.paths import exit_if_output_overlaps
+from rsuper.infer.tta import TTA_MODES
 
 console = Console(stderr=True)
 TTAMode = Enum("TTAMode", {mode: mode for mode in TTA_MODES}, type=str)  # --tta choices, shown by --help
+
+
+from rsuper.paths import exit_if_output_overlaps
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +59,8 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper predict --checkpoint runs/stage2/final.pt data/test preds/rsuper --device cuda --tta flips
         """
+        from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
+
         exit_if_output_overlaps(out, {"INPUT": input_path, "--checkpoint": checkpoint}, "OUT")
         try:
             inputs = find_ct_inputs(input_path)

@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rsuper.data.cases import DatasetLayoutError, discover_cases
-from rsuper.data.preprocess import parse_spacing, prepare_dataset
+
 from rsuper.paths import exit_if_output_overlaps
 
 
@@ -42,6 +41,9 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper prepare data/masks --out cache/masks --spacing 2.5 --masks-dir organs/ --workers 4
         """
+        from rsuper.data.cases import DatasetLayoutError, discover_cases
+        from rsuper.data.preprocess import parse_spacing, prepare_dataset
+
         console = Console()
         exit_if_output_overlaps(out, {"DATASET": dataset, "--masks-dir": masks_dir})
         try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from rsuper.paths import exit_if_output_overlaps
+from rsuper.errors import ConfigError, exit_config_error
 
 console = Console(stderr=True)
 
@@ -73,9 +73,8 @@ def register(app: typer.Typer) -> None:
         }
         try:
             cfg = TrainConfig.from_yaml(config, overrides)
-        except (ValidationError, ValueError, FileNotFoundError) as err:
-            console.print(f"[red]invalid training configuration[/]: {err}")
-            raise typer.Exit(2) from None
+        except (ValueError, FileNotFoundError) as err:
+            exit_config_error(console, err, "invalid training configuration")
         if print_config:
             typer.echo(cfg.to_yaml(), nl=False)
             return
@@ -85,6 +84,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             final = train(cfg, show_progress=progress)
+        except ConfigError as err:
+            exit_config_error(console, err, "invalid training configuration")
         except (TrainingDiverged, ValueError, FileNotFoundError) as err:
             console.print(f"[red]training failed[/]: {err}")
             raise typer.Exit(1) from None

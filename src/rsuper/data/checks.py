@@ -22,10 +22,10 @@ import pandas as pd
 
 from rsuper.anatomy.labels import is_lesion_class
 from rsuper.data.cases import SEGMENTATIONS_DIR, Case, DatasetLayoutError, discover_cases
+from rsuper.data.constants import AFFINE_TOLERANCE_MM
 from rsuper.io import NiftiReadError, Volume, load_nifti
 from rsuper.reports.tables import read_reports_csv
 
-AFFINE_TOLERANCE_MM = 1e-3
 DATASET = "(dataset)"
 
 

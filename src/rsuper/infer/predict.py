@@ -50,6 +50,7 @@ from rsuper.anatomy import labels
 from rsuper.atomic import write_json_atomic
 from rsuper.data.checks import require_hu
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
+from rsuper.infer.tta import TTA_MODES, check_tta_mode  # noqa: F401 - TTA_MODES re-exported (CLI, benchmarks)
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
 from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint, untrained_classes_of
@@ -101,15 +102,6 @@ class Predictor:
                    patch_size=tuple(int(s) for s in payload["patch_size"]),  # type: ignore[arg-type]
                    device=dev, source=str(path), untrained_classes=untrained_classes_of(payload),
                    trained_mirrored=mirrored)
-
-
-TTA_MODES = ("auto", "none", "mirror", "flips")
-
-
-def check_tta_mode(mode: str, field_name: str = "tta") -> None:
-    """Raises ``ValueError`` naming ``field_name`` unless ``mode`` is one of ``TTA_MODES``."""
-    if mode not in TTA_MODES:
-        raise ValueError(f"{field_name} must be one of {', '.join(TTA_MODES)}, got {mode!r}")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import nn
 
+from rsuper.errors import ConfigError
 from rsuper.models.dynunet import DYNUNET_FILTERS, DYNUNET_SMALL_FILTERS, DeepSupervisedDynUNet
 from rsuper.models.medformer import PAPER_CONFIG, SMALL_CONFIG, MedFormer
 
@@ -102,9 +103,9 @@ def _resolve(name: str) -> ModelEntry:
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"cannot import model factory {name!r}: {err}") from err
+            raise ConfigError(f"cannot import model factory {name!r}: {err}") from err
         return ModelEntry(factory, name)
-    raise ValueError(
+    raise ConfigError(
         f"unknown model {name!r}; registered: {sorted(_REGISTRY)} "
         "(or give an import path 'package.module:factory')"
     )

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
@@ -37,6 +36,7 @@ from rsuper.anatomy import labels
 from rsuper.config import TrainConfig
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.data.preprocess import load_manifest
+from rsuper.errors import ConfigError
 from rsuper.losses import combine
 from rsuper.models import checkpoint as ckpt
 from rsuper.models.registry import build_model, check_model_kwargs, model_for_file
@@ -122,11 +122,7 @@ def stored_run_config(payload: dict[str, Any], source: Path, given: TrainConfig)
     the run file): an import path recorded only in the checkpoint is never imported. Its ``model_kwargs`` must be
     arguments that network declares, of their types. Raises ``CheckpointError`` naming ``source``.
     """
-    try:
-        stored = TrainConfig.model_validate(payload["config"])
-    except (ValidationError, TypeError) as err:
-        problem = " ".join(str(err).split())
-        raise ckpt.CheckpointError(f"{source}: the stored run config is not valid: {problem}") from None
+    stored = TrainConfig.from_stored(payload["config"], source)  # ConfigError: one line per problem
     chosen = given.model if "model" in given.model_fields_set else None
     try:
         model_for_file(stored.model, chosen if chosen == stored.model else None)
@@ -155,7 +151,7 @@ class Trainer:
         self.console = Console(stderr=True, quiet=not ctx.is_main)
         self.class_names = config.classes
         if not config.cache:
-            raise ValueError("no cache given: set `cache` in the config or pass --cache CACHE (from `rsuper prepare`)")
+            raise ConfigError("no cache given: set `cache` in the config or pass --cache CACHE (from `rsuper prepare`)")
         manifest = load_manifest(config.cache[0])
         self.spacing_mm = tuple(float(s) for s in manifest["spacing_mm"])
         self.dataset, self.n_mask, self.n_report = self._build_dataset(config)
@@ -212,7 +208,7 @@ class Trainer:
         findings = None
         if config.stage == 2:
             if config.tumors is None:
-                raise ValueError("stage 2 trains on reports: pass --tumors tumors.csv (from `rsuper extract`)")
+                raise ConfigError("stage 2 trains on reports: pass --tumors tumors.csv (from `rsuper extract`)")
             from rsuper.reports.tables import read_tumors_csv
 
             findings = read_tumors_csv(config.tumors)
@@ -240,16 +236,19 @@ class Trainer:
     def _build_model(self, config: TrainConfig) -> nn.Module:
         """The network; in stage 2 (not resuming) with stage 1's weights, whose supervised-voxel counts are
         added to this run's."""
-        model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
+        try:
+            model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
+        except TypeError as err:  # a keyword the network does not take
+            raise ConfigError(f"model_kwargs {config.model_kwargs} do not fit model {config.model!r}: {err}") from None
         bad = [p for p in config.patch_size if p % model.size_divisor]
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f"patch_size {config.patch_size} must be a multiple of {model.size_divisor} for model {config.model!r}"
             )
         if config.stage == 2 and not config.resume:
             payload = ckpt.load_checkpoint(config.init)
             if list(payload["class_names"]) != self.class_names:
-                raise ValueError(
+                raise ConfigError(
                     f"--init {config.init} has classes {payload['class_names']}, this run {self.class_names}; "
                     "set class_names to the stage-1 list"
                 )
