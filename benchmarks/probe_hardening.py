@@ -18,8 +18,9 @@ Options: ``--python PY`` (interpreter that runs ``-m rsuper`` and the fixture he
 is only reused when it was made by this probe, and is then emptied first), ``--only 1,3,12`` (a subset
 of the items), ``--timeout S`` (per command, default 300), ``-v`` (print each command and its output tail).
 PYTHONPATH and the rest of the environment are passed through; OMP_NUM_THREADS defaults to 1 and COLUMNS
-to 400 (so rich does not wrap messages). Every command runs with umask 022. Runtime: a few minutes on
-2 CPU cores (about 40 CLI runs; most of the time is the CLI's own start-up).
+to 400 (so rich does not wrap messages). Every command runs with umask 022. Runtime: about 5 minutes on
+2 shared CPU cores (39 CLI runs; 286 s measured against main at commit 7612afa, 14 min under heavy load);
+most of it is the CLI's own start-up (~8 s CPU per run today, item 12), so it shrinks as that is fixed.
 
 The probe only needs the standard library itself. Fixtures that need numpy/nibabel/torch (NIfTI files,
 crafted checkpoints) are made by small helper scripts run with ``--python``; they never import rsuper.
