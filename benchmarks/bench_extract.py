@@ -24,7 +24,7 @@ from rsuper.reports.rules import extract_rules
 from rsuper.reports.scoring import score
 from rsuper.reports.tables import read_tumors_csv
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "reports"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "reports"
 
 
 def bench_rules(texts: list[str], repeats: int = 5) -> tuple[float, float]:

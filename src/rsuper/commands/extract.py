@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
         """Score an extraction against gold lesions: per-organ presence sensitivity/specificity/F1,
         count accuracy, largest diameter within 2 mm, location accuracy (defined in docs/reports.md).
 
-        Example: rsuper extract-score tests/data/reports/gold extract_rules
+        Example: rsuper extract-score tests/fixtures/reports/gold extract_rules
         """
         from rsuper.atomic import write_json_atomic
         from rsuper.reports.scoring import score_dirs

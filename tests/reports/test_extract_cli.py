@@ -13,7 +13,7 @@ from rsuper.reports.fake_llm import FakeLLMServer
 from rsuper.reports.tables import read_tumors_csv
 
 runner = CliRunner()
-DATA = Path(__file__).parent / "data" / "reports"
+DATA = Path(__file__).parents[1] / "fixtures" / "reports"
 
 
 def _bad_reports(path: Path) -> Path:

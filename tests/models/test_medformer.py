@@ -15,7 +15,7 @@ import torch
 
 from rsuper.models.medformer import MedFormer
 
-MEDFORMER_DIR = Path(__file__).resolve().parents[2] / "shared" / "medformer"
+MEDFORMER_DIR = Path(__file__).resolve().parents[3] / "shared" / "medformer"
 
 
 def _json(name: str) -> dict:
