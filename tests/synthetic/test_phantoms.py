@@ -13,10 +13,10 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from rsuper.cli import app
-from rsuper.data.phantom_anatomy import AnatomySettings
-from rsuper.data.phantom_reports import ReportTumor, write_report
-from rsuper.data.phantoms import PhantomSettings, generate_dataset, make_case
 from rsuper.reports.tables import read_tumors_csv
+from rsuper.synthetic.anatomy import AnatomySettings
+from rsuper.synthetic.phantoms import PhantomSettings, generate_dataset, make_case
+from rsuper.synthetic.reports import ReportTumor, write_report
 
 ORGANS = {"liver", "pancreas", "kidney_left", "kidney_right", "spleen"}
 LESIONS = {"liver_lesion", "pancreatic_lesion", "kidney_lesion"}

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper phantoms phantoms/ --n-mask 8 --n-report 40 --n-test 12 --spacing 2.5 --workers 2
         """
-        from rsuper.data.phantoms import generate_dataset
+        from rsuper.synthetic.phantoms import generate_dataset
 
         total = n_mask + n_report + n_test
         columns = (TextColumn("[bold]phantoms"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
