@@ -38,7 +38,7 @@ from rsuper.data.cases import discover_cases
 from rsuper.data.preprocess import prepare_dataset
 from rsuper.errors import ConfigError, validation_problems
 from rsuper.evaluate.compare import compare_predictions
-from rsuper.evaluate.run import EvaluationSettings
+from rsuper.evaluate.result import EvaluationSettings
 from rsuper.infer.predict import PredictOptions, Predictor, check_tta_mode, find_ct_inputs, predict_cases
 from rsuper.reports.pipeline import run_extraction
 from rsuper.reports.tables import read_csv_text

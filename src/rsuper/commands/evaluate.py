@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
         Example: rsuper evaluate --compare preds/masks preds/rsuper --names masks-only R-Super --reports gold/tumors.csv --masks data/truth --images data/test --out eval/cmp
         """
         from rsuper.evaluate.compare import compare_predictions
-        from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+        from rsuper.evaluate.result import EvaluationSettings
+        from rsuper.evaluate.run import evaluate_predictions
 
         if reports is None and masks is None:
             console.print("[red]error:[/red] give --reports (tumors.csv/cases.csv) and/or --masks (true lesion masks)")
