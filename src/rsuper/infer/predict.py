@@ -45,8 +45,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from rsuper import __version__
-from rsuper.anatomy import labels
+from rsuper import __version__, labels
 from rsuper.atomic import write_json_atomic
 from rsuper.data.checks import require_hu
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsuper.anatomy.labels import lesion_class, subsegment_class
 from rsuper.atomic import atomic_path, write_json_atomic
 from rsuper.io import Volume, save_nifti
+from rsuper.labels import lesion_class, subsegment_class
 from rsuper.reports.schema import CaseFindings, volume_from_diameters
 from rsuper.reports.tables import write_cases_csv, write_tumors_csv
 from rsuper.synthetic.anatomy import (
