@@ -48,12 +48,12 @@ from scipy import ndimage
 from rsuper import __version__, labels
 from rsuper.atomic import write_json_atomic
 from rsuper.data.checks import require_hu
+from rsuper.device import resolve_device
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
 from rsuper.infer.tta import TTA_MODES, check_tta_mode  # noqa: F401 - TTA_MODES re-exported (CLI, benchmarks)
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
 from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint, untrained_classes_of
-from rsuper.train.distributed import resolve_device
 
 THRESHOLD = 0.5
 GATING_DILATION_MM = 3.0
