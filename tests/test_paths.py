@@ -144,7 +144,9 @@ def test_train_and_convert_checkpoint_are_refused(tmp_path):
     before = ckpt.read_bytes()
     _refused(runner.invoke(app, ["train", "--cache", str(cache), "--stage", "2", "--init", str(ckpt),
                                  "--out", str(ckpt.parent)]), ckpt.parent, ckpt)
-    _refused(runner.invoke(app, ["convert-checkpoint", str(ckpt), str(ckpt)]), ckpt)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("liver\nliver_lesion\n")
+    _refused(runner.invoke(app, ["convert-checkpoint", str(ckpt), str(ckpt), "--classes", str(classes)]), ckpt)
     assert ckpt.read_bytes() == before
 
 
