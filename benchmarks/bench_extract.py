@@ -1,6 +1,6 @@
 """Throughput of `rsuper extract`: rules reports/s on one core; LLM backend 16 concurrent vs 1 at a time.
 
-The LLM side runs against the local fake OpenAI-compatible server (rsuper.reports.fake_llm) answering
+The LLM side runs against the local fake OpenAI-compatible server (rsuper.synthetic.fake_llm) answering
 each request after 200 ms, so it measures the client's concurrency, not a model.
 
 Run: OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/bench_extract.py
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsuper.reports.fake_llm import FakeLLMServer
 from rsuper.reports.llm import LLMExtractor, LLMOptions
 from rsuper.reports.rules import extract_rules
 from rsuper.reports.scoring import score
 from rsuper.reports.tables import read_tumors_csv
+from rsuper.synthetic.fake_llm import FakeLLMServer
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "reports"
 
@@ -44,7 +44,7 @@ def bench_rules(texts: list[str], repeats: int = 5) -> tuple[float, float]:
 
 def phantom_texts(n: int = 200) -> list[str]:
     """Full-length synthetic reports (history, technique, comparison, findings, impression)."""
-    from rsuper.data.phantom_reports import ReportTumor, write_report
+    from rsuper.synthetic.reports import ReportTumor, write_report
 
     texts = []
     for seed in range(n):

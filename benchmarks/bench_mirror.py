@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import ndimage
 
 from bench_demo import markdown  # this folder is on sys.path when the script runs
-from rsuper.anatomy import labels
+from rsuper import labels
 from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_probabilities
 from rsuper.io import load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, to_canonical
 

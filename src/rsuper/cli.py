@@ -12,7 +12,7 @@ app = typer.Typer(
     help=(
         "Train 3D CT tumor segmentation from a few voxel masks plus many radiology reports "
         "(R-Super: Volume Loss + Ball Loss), then predict and evaluate.\n\n"
-        "Pipeline: extract -> organs -> prepare -> train -> predict -> evaluate.  "
+        "Pipeline: check -> extract -> organs -> prepare -> train -> predict -> evaluate.  "
         "Try: rsuper demo --quick"
     ),
     no_args_is_help=True,
@@ -34,5 +34,17 @@ def main(
     """rsuper command line."""
 
 
-for _module in (demo, phantoms, check, extract, organs, prepare, train, predict, evaluate, models):
+# `rsuper --help` lists the commands by panel, each in this order (the pipeline's for the first).
+COMMAND_PANELS = {
+    "Pipeline": ("check", "extract", "organs", "prepare", "train", "predict", "evaluate"),
+    "Try it on phantoms": ("demo", "phantoms"),
+    "Tools": ("extract-score", "models", "convert-checkpoint"),
+}
+
+for _module in (check, extract, organs, prepare, train, predict, evaluate, demo, phantoms, models):
     _module.register(app)
+_PANEL_OF = {name: panel for panel, names in COMMAND_PANELS.items() for name in names}
+_ORDER = list(_PANEL_OF)
+app.registered_commands.sort(key=lambda info: _ORDER.index(info.name))  # a command missing above fails here
+for _info in app.registered_commands:
+    _info.rich_help_panel = _PANEL_OF[_info.name]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from rsuper.anatomy import labels
+from rsuper import labels
 from rsuper.errors import ConfigError
 
 CONFIG_ERROR = "invalid training configuration"  # heading of TrainConfig problems (rsuper.errors)

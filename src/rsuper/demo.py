@@ -35,14 +35,14 @@ from rsuper.anatomy.organ_masks import case_is_done, process_case
 from rsuper.atomic import atomic_path, write_json_atomic
 from rsuper.config import TrainConfig
 from rsuper.data.cases import discover_cases
-from rsuper.data.phantoms import generate_dataset
 from rsuper.data.preprocess import prepare_dataset
 from rsuper.errors import ConfigError, validation_problems
 from rsuper.evaluate.compare import compare_predictions
-from rsuper.evaluate.run import EvaluationSettings
+from rsuper.evaluate.result import EvaluationSettings
 from rsuper.infer.predict import PredictOptions, Predictor, check_tta_mode, find_ct_inputs, predict_cases
 from rsuper.reports.pipeline import run_extraction
 from rsuper.reports.tables import read_csv_text
+from rsuper.synthetic.phantoms import generate_dataset
 from rsuper.train.trainer import train
 
 MODEL_NAMES = ("masks-only", "R-Super")

@@ -129,7 +129,7 @@ def test_body_midline_from_ct():
 
 
 def test_phantom_subsegments_match_the_truth():
-    from rsuper.data import phantom_anatomy as anatomy
+    from rsuper.synthetic import anatomy
     scores, kidney_scores = [], []
     for seed in (0, 1):
         phantom = anatomy.generate_anatomy(

@@ -13,7 +13,8 @@ from rsuper.cli import app
 from rsuper.evaluate import overlap
 from rsuper.evaluate.collect import GridMismatchWarning
 from rsuper.evaluate.compare import compare_predictions
-from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+from rsuper.evaluate.result import EvaluationSettings
+from rsuper.evaluate.run import evaluate_predictions
 from rsuper.io import Volume, resample_to_grid
 
 FINE = np.diag([1.0, 1.0, 1.0, 1.0])

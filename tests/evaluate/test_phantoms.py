@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rsuper.data.phantoms import generate_dataset
-from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+from rsuper.evaluate.result import EvaluationSettings
+from rsuper.evaluate.run import evaluate_predictions
 from rsuper.io import load_nifti, save_nifti
+from rsuper.synthetic.phantoms import generate_dataset
 
 
 @pytest.fixture(scope="module")

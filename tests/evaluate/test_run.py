@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from rsuper.cli import app
 from rsuper.evaluate.compare import compare_predictions
-from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+from rsuper.evaluate.result import EvaluationSettings
+from rsuper.evaluate.run import evaluate_predictions
 from rsuper.reports.schema import CaseFindings, Lesion
 from rsuper.reports.tables import write_cases_csv, write_tumors_csv
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rsuper.anatomy.labels import mirror_channel_map, mirror_partner
 from rsuper.data.augment import PatchAugmentation
 from rsuper.infer.predict import PredictOptions, Predictor, predict_probabilities
+from rsuper.labels import mirror_channel_map, mirror_partner
 
 CLASSES = ["liver", "kidney_left", "kidney_right", "pancreas_head", "adrenal_gland_left", "kidney_lesion"]
 

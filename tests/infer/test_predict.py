@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsuper.infer.predict import (PredictOptions, Predictor, dilate_mm, find_ct_inputs, gate_lesions,
-                                  predict_case, predict_cases)
+from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, gate_lesions, predict_case, predict_cases
 from rsuper.io import load_nifti
 from rsuper.models.checkpoint import untrained_classes_of
 
@@ -88,13 +87,6 @@ def test_gating_uses_dilated_organ_and_kidney_union():
     kept = probs[2, :, 5, 5] > 0
     # organ x in [2,6) and [20,24), dilated by 3 mm -> [0,9) and [17,27)
     assert kept.nonzero()[0].tolist() == list(range(0, 9)) + list(range(17, 27))
-
-
-def test_dilate_mm_respects_anisotropic_spacing():
-    mask = np.zeros((21, 21, 21), bool)
-    mask[10, 10, 10] = True
-    grown = dilate_mm(mask, (1.0, 1.0, 3.0), 3.0)
-    assert grown[:, 10, 10].sum() == 7 and grown[10, 10, :].sum() == 3
 
 
 def test_tta_and_resume(tmp_path):

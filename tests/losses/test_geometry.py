@@ -64,3 +64,10 @@ def test_fft_ball_sum_equals_direct_convolution() -> None:
 def test_bad_spacing_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="spacing_mm"):
         ellipsoid_kernel(5.0, (1.0, 0.0, 1.0))
+
+
+def test_dilate_mm_respects_anisotropic_spacing() -> None:
+    mask = np.zeros((21, 21, 21), bool)
+    mask[10, 10, 10] = True
+    grown = dilate_mm(torch.from_numpy(mask), 3.0, (1.0, 1.0, 3.0)).numpy()
+    assert grown[:, 10, 10].sum() == 7 and grown[10, 10, :].sum() == 3

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsuper.anatomy.labels import lesion_organ_channels
 from rsuper.config import TrainConfig
 from rsuper.demo import DemoPlan
+from rsuper.labels import lesion_organ_channels
 from rsuper.losses import ReportSupervisedLoss, organ_balanced_bce
 from rsuper.losses.segmentation import masked_bce_dice
 

@@ -9,8 +9,8 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from rsuper.cli import app
-from rsuper.reports.fake_llm import FakeLLMServer
 from rsuper.reports.tables import read_tumors_csv
+from rsuper.synthetic.fake_llm import FakeLLMServer
 
 runner = CliRunner()
 DATA = Path(__file__).parents[1] / "fixtures" / "reports"

@@ -1,4 +1,4 @@
-"""LLM backend against a real local OpenAI-compatible HTTP server (rsuper.reports.fake_llm)."""
+"""LLM backend against a real local OpenAI-compatible HTTP server (rsuper.synthetic.fake_llm)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 import pytest
 
 from rsuper.reports.cache import AnswerCache, cache_key
-from rsuper.reports.fake_llm import FakeLLMServer
 from rsuper.reports.llm import InvalidAnswer, LLMExtractor, LLMOptions, parse_answer
 from rsuper.reports.pipeline import load_findings, run_extraction
 from rsuper.reports.prompt import PROMPT_VERSION
+from rsuper.synthetic.fake_llm import FakeLLMServer
 
 REPORT = "FINDINGS: 2.3 x 1.9 cm hypoenhancing mass in the pancreatic head. Liver: no focal lesion."
 

@@ -15,6 +15,7 @@ from rsuper.reports.schema import CaseFindings
 from rsuper.reports.scoring import score
 from rsuper.reports.sections import split_report
 from rsuper.reports.tables import read_tumors_csv
+from rsuper.synthetic.reports import ReportTumor, write_report
 
 DATA = Path(__file__).parents[1] / "fixtures" / "reports"
 
@@ -40,7 +41,6 @@ def test_labelled_set_meets_the_bar():
 
 
 def test_unseen_phantom_reports_meet_the_bar():
-    from rsuper.data import phantom_reports
     segments = [[f"segment {i}"] for i in range(1, 9)] + [["segment 7", "segment 8"], ["segment 5", "segment 6"]]
     pancreas = [["head"], ["body"], ["tail"], ["head", "body"], ["body", "tail"]]
     gold, pred = {}, {}
@@ -51,11 +51,10 @@ def test_unseen_phantom_reports_meet_the_bar():
             organ = ("liver", "pancreas", "kidney")[int(rng.integers(3))]
             options = {"liver": segments, "pancreas": pancreas, "kidney": [["left"], ["right"]]}[organ]
             diameters = tuple(sorted(rng.uniform(5, 60, 3).round(1), reverse=True))
-            tumors.append(phantom_reports.ReportTumor(organ, options[int(rng.integers(len(options)))], diameters,
-                                                      float(rng.random())))
+            tumors.append(ReportTumor(organ, options[int(rng.integers(len(options)))], diameters, float(rng.random())))
         incidental = {"fatty_liver": rng.random() < 0.2, "kidney_stone": "left" if rng.random() < 0.2 else None,
                       "cholecystectomy": rng.random() < 0.1, "gallstones": rng.random() < 0.2}
-        text, lesions = phantom_reports.write_report(rng, tumors, incidental)
+        text, lesions = write_report(rng, tumors, incidental)
         gold[str(seed)] = CaseFindings(case_id=str(seed), lesions=[item.lesion for item in lesions])
         pred[str(seed)] = extract_rules(str(seed), text)
     _assert_bar(score(gold, pred))

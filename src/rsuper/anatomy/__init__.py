@@ -1,1 +1,1 @@
-"""rsuper.anatomy: organ masks in, sub-segments out (labels: the shared class-name table)."""
+"""rsuper.anatomy: organ masks in, sub-segments out (the shared class-name table is ``rsuper.labels``)."""

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rsuper import __version__
-from rsuper.anatomy import labels, subsegments, totalseg
+from rsuper import __version__, labels
+from rsuper.anatomy import subsegments, totalseg
 from rsuper.atomic import write_json_atomic
 from rsuper.data.cases import Case, find_mask_files
 from rsuper.io import Volume, from_canonical, load_nifti, save_nifti, to_canonical

@@ -10,8 +10,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rsuper.data.constants import AFFINE_TOLERANCE_MM
-
-
 from rsuper.paths import exit_if_output_overlaps
 
 
@@ -20,22 +18,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command("check")
     def check(
-        dataset: Path = typer.Argument(..., help="Dataset folder: ROOT/<case>/ct.nii.gz layout or nnU-Net raw."),
+        dataset: Path = typer.Argument(
+            ..., metavar="DATASET", help="Dataset folder: DATASET/<case>/ct.nii.gz layout or nnU-Net raw."
+        ),
         reports: Path | None = typer.Option(
-            None, "--reports", help="Reports CSV (BDMAP ID / Encrypted Accession Number / id + Report / Findings)."
+            None, "--reports", metavar="CSV",
+            help="Reports CSV (BDMAP ID / Encrypted Accession Number / id + Report / Findings).",
         ),
         reports_dataset: bool | None = typer.Option(
-            None, "--reports-dataset/--mask-dataset",
-            help="Cases with a report are report cases: any lesion file there is flagged "
-                 "(default: on when --reports is given).",
+            None, "--reports-dataset/--mask-dataset", show_default="on with --reports",
+            help="Cases with a report are report cases: any lesion file there is flagged.",
         ),
-        json_out: Path | None = typer.Option(None, "--json", help="Also write the problems to this JSON file."),
-        tol_mm: float = typer.Option(AFFINE_TOLERANCE_MM, "--tol-mm", help="CT/mask affine tolerance in mm."),
+        json_out: Path | None = typer.Option(None, "--json", metavar="FILE", help="Also write the problems to FILE."),
+        tol_mm: float = typer.Option(
+            AFFINE_TOLERANCE_MM, "--tol-mm", metavar="MM", help="CT/mask affine tolerance in mm."
+        ),
     ) -> None:
-        """Validate a dataset: unreadable files, CT/mask grid mismatch, non-binary masks, non-HU CTs,
-        NaN/Inf, lesion files in report cases, reports without CT and CTs without report, duplicate ids.
+        """Validate a dataset (and its reports table) before preparing or training.
 
-        Exits with code 1 when a blocking problem exists. Input files are only read.
+        Finds unreadable files, CT/mask grid mismatches, non-binary masks, non-HU CTs, NaN/Inf, lesion files
+        in report cases, reports without CT and CTs without report, duplicate ids. Exits with code 1 when a
+        blocking problem exists. Input files are only read.
 
         Example: rsuper check data/reports --reports data/reports.csv --json check.json
         """

@@ -16,10 +16,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (resumes when it exists)."),
+        out: Path = typer.Option(
+            Path("demo_out"), "--out", "-o", metavar="OUT", help="Output folder (resumes when it exists)."
+        ),
         quick: bool = typer.Option(False, "--quick", help="Smoke test: tiny data and budget, about 3 min; no quality claim."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the phantoms, sampling and weights."),
-        device: str = typer.Option("auto", "--device", help="auto (the GPU when there is one), cpu, cuda, cuda:N."),
+        seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seed of the phantoms, sampling and weights."),
+        device: str = typer.Option(
+            "auto", "--device", metavar="DEVICE", help="auto (the GPU when there is one), cpu, cuda, cuda:N."
+        ),
     ) -> None:
         """Run the whole method on generated phantoms: masks-only versus R-Super, evaluated on a test set.
 

@@ -47,18 +47,36 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate(
-        pred: Path = typer.Option(None, "--pred", help="Prediction folder (OUT of rsuper predict)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder for tables, figures and report.html."),
-        reports: Path = typer.Option(None, "--reports", help="tumors.csv or cases.csv (report facts) as truth."),
-        masks: Path = typer.Option(None, "--masks", help="True masks: DIR/<case>/segmentations/<lesion>.nii.gz."),
-        compare: tuple[Path, Path] | None = typer.Option(None, "--compare", help="Two prediction folders A B."),
-        names: tuple[str, str] | None = typer.Option(None, "--names", help="Display names of A and B."),
-        images: Path = typer.Option(None, "--images", help="CTs (DIR/<case>/ct.nii.gz) for comparison overlays."),
-        val_ids: Path = typer.Option(None, "--val-ids", help="File of validation case ids: operating point = best F1 there."),
-        volume_threshold: float = typer.Option(None, "--volume-threshold", help="Fixed CT-level volume threshold (mm^3)."),
-        nsd_tolerance: float = typer.Option(2.0, "--nsd-tolerance", min=0.0, help="NSD tolerance in mm."),
-        bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for 95% CIs."),
-        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+        pred: Path = typer.Option(None, "--pred", metavar="PRED", help="Prediction folder (OUT of `rsuper predict`)."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", metavar="OUT", help="Output folder for tables, figures and report.html."
+        ),
+        reports: Path = typer.Option(
+            None, "--reports", metavar="CSV", help="tumors.csv or cases.csv (report facts) as truth."
+        ),
+        masks: Path = typer.Option(
+            None, "--masks", metavar="DIR", help="True masks: DIR/<case>/segmentations/<lesion>.nii.gz."
+        ),
+        compare: tuple[Path, Path] | None = typer.Option(
+            None, "--compare", metavar="A B", help="Two prediction folders A and B (instead of --pred)."
+        ),
+        names: tuple[str, str] | None = typer.Option(
+            None, "--names", metavar="NAME_A NAME_B", show_default="the folder names", help="Display names of A and B."
+        ),
+        images: Path = typer.Option(
+            None, "--images", metavar="DIR", help="CTs (DIR/<case>/ct.nii.gz) for comparison overlays."
+        ),
+        val_ids: Path = typer.Option(
+            None, "--val-ids", metavar="FILE",
+            help="Validation case ids, one per line: operating point = best F1 there (reported on the other CTs).",
+        ),
+        volume_threshold: float = typer.Option(
+            None, "--volume-threshold", metavar="MM3", show_default="best F1 on --val-ids, else any tumor",
+            help="Fixed CT-level volume threshold in mm^3.",
+        ),
+        nsd_tolerance: float = typer.Option(2.0, "--nsd-tolerance", min=0.0, metavar="MM", help="NSD tolerance in mm."),
+        bootstrap: int = typer.Option(1000, "--bootstrap", min=1, metavar="N", help="Bootstrap resamples for 95% CIs."),
+        seed: int = typer.Option(0, "--seed", metavar="SEED", help="Bootstrap seed."),
     ) -> None:
         """Sensitivity/specificity/F1/AUROC per organ vs reports (or masks), DSC and NSD, lesion matching.
 
@@ -68,10 +86,13 @@ def register(app: typer.Typer) -> None:
         a side-by-side table, bar/ROC charts, overlays of the largest disagreements and one HTML report.
         Every figure has its CSV beside it. See docs/predict_evaluate.md.
 
+        Example: rsuper evaluate --pred preds/rsuper --reports gold/tumors.csv --masks data/truth --out eval/rsuper
+
         Example: rsuper evaluate --compare preds/masks preds/rsuper --names masks-only R-Super --reports gold/tumors.csv --masks data/truth --images data/test --out eval/cmp
         """
         from rsuper.evaluate.compare import compare_predictions
-        from rsuper.evaluate.run import EvaluationSettings, evaluate_predictions
+        from rsuper.evaluate.result import EvaluationSettings
+        from rsuper.evaluate.run import evaluate_predictions
 
         if reports is None and masks is None:
             console.print("[red]error:[/red] give --reports (tumors.csv/cases.csv) and/or --masks (true lesion masks)")

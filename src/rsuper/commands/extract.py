@@ -50,19 +50,36 @@ def register(app: typer.Typer) -> None:
 
     @app.command("extract")
     def extract(
-        reports_csv: Path = typer.Argument(..., help="CSV with 'BDMAP ID' (or 'Encrypted Accession Number'/'id') "
-                                           "and 'Report' (or 'Findings'/'report') columns."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder: tumors.csv, cases.csv, findings.jsonl."),
-        backend: str = typer.Option("rules", "--backend", help="rules (offline, deterministic) or llm."),
-        base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
-        model: str = typer.Option(None, "--model", help="Model name served at --base-url."),
-        api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
-        concurrency: int = typer.Option(8, "--concurrency", min=1, help="Concurrent LLM requests."),
-        timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds per LLM request."),
-        max_retries: int = typer.Option(4, "--max-retries", min=0, help="Retries per request (exponential backoff)."),
-        max_tokens: int = typer.Option(2048, "--max-tokens", min=64, help="Cap on answer tokens."),
-        cache: Path = typer.Option(None, "--cache", help="LLM answer cache (default OUT/llm_cache.jsonl)."),
-        compare: Path = typer.Option(None, "--compare", help="Another extraction folder to compare with."),
+        reports_csv: Path = typer.Argument(
+            ..., metavar="REPORTS_CSV",
+            help="CSV with 'BDMAP ID' (or 'Encrypted Accession Number'/'id') and 'Report' (or 'Findings'/'report') "
+                 "columns.",
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", metavar="OUT", help="Output folder: tumors.csv, cases.csv, findings.jsonl."
+        ),
+        backend: str = typer.Option(
+            "rules", "--backend", metavar="rules|llm", help="rules (offline, deterministic) or llm."
+        ),
+        base_url: str = typer.Option(
+            None, "--base-url", metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."
+        ),
+        model: str = typer.Option(None, "--model", metavar="MODEL", help="Model name served at --base-url."),
+        api_key_env: str = typer.Option(
+            "OPENAI_API_KEY", "--api-key-env", metavar="VAR", help="Environment variable holding the API key."
+        ),
+        concurrency: int = typer.Option(8, "--concurrency", min=1, metavar="N", help="Concurrent LLM requests."),
+        timeout_s: float = typer.Option(120.0, "--timeout", metavar="SECONDS", help="Seconds per LLM request."),
+        max_retries: int = typer.Option(
+            4, "--max-retries", min=0, metavar="N", help="Retries per request (exponential backoff)."
+        ),
+        max_tokens: int = typer.Option(2048, "--max-tokens", min=64, metavar="N", help="Cap on answer tokens."),
+        cache: Path = typer.Option(
+            None, "--cache", metavar="FILE", show_default="OUT/llm_cache.jsonl", help="LLM answer cache."
+        ),
+        compare: Path = typer.Option(
+            None, "--compare", metavar="DIR", help="Another extraction folder to compare with."
+        ),
     ) -> None:
         """Extract lesions (organ, location, size, count) from radiology reports into R-Super tables.
 
@@ -125,21 +142,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command("extract-score")
     def extract_score(
-        gold_dir: Path = typer.Argument(..., help="Folder (or tumors.csv) with the gold lesions."),
-        pred_dir: Path = typer.Argument(..., help="Folder (or tumors.csv) written by `rsuper extract`."),
-        tolerance_mm: float = typer.Option(2.0, "--tolerance-mm", help="Largest-diameter agreement tolerance."),
-        json_out: Path = typer.Option(None, "--json", help="Also write the scores as JSON here."),
-        show: int = typer.Option(20, "--show", help="How many disagreements to list."),
+        gold_dir: Path = typer.Argument(..., metavar="GOLD", help="Folder (or tumors.csv) with the gold lesions."),
+        pred_dir: Path = typer.Argument(
+            ..., metavar="PRED", help="Folder (or tumors.csv) written by `rsuper extract`."
+        ),
+        tolerance_mm: float = typer.Option(
+            2.0, "--tolerance-mm", metavar="MM", help="Largest-diameter agreement tolerance in mm."
+        ),
+        json_out: Path = typer.Option(None, "--json", metavar="FILE", help="Also write the scores as JSON to FILE."),
+        show: int = typer.Option(20, "--show", metavar="N", help="How many disagreements to list."),
     ) -> None:
-        """Score an extraction against gold lesions: per-organ presence sensitivity/specificity/F1,
-        count accuracy, largest diameter within 2 mm, location accuracy (defined in docs/reports.md).
+        """Score an extraction (PRED) against gold lesions (GOLD), per organ.
+
+        Presence sensitivity/specificity/F1, count accuracy, largest diameter within --tolerance-mm, location
+        accuracy (defined in docs/reports.md).
 
         Example: rsuper extract-score tests/fixtures/reports/gold extract_rules
         """
         from rsuper.atomic import write_json_atomic
         from rsuper.reports.scoring import score_dirs
 
-        exit_if_output_overlaps(json_out, {"GOLD_DIR": gold_dir, "PRED_DIR": pred_dir}, "--json")
+        exit_if_output_overlaps(json_out, {"GOLD": gold_dir, "PRED": pred_dir}, "--json")
 
         try:
             result = score_dirs(gold_dir, pred_dir, tolerance_mm)

@@ -39,25 +39,30 @@ def register(app: typer.Typer) -> None:
 
     @app.command("convert-checkpoint")
     def convert_checkpoint(
-        source: Path = typer.Argument(..., metavar="RSUPER_CKPT", help="R-Super MedFormer checkpoint (.pth/.pt)."),
-        out: Path = typer.Argument(..., metavar="OUT.pt", help="rsuper checkpoint to write (for `rsuper predict`)."),
+        source: Path = typer.Argument(..., metavar="R_SUPER_CKPT", help="R-Super MedFormer checkpoint (.pth/.pt)."),
+        out: Path = typer.Argument(..., metavar="CKPT", help="rsuper checkpoint to write (.pt, for `rsuper predict`)."),
         classes: Path = typer.Option(
             ..., "--classes", metavar="FILE",
             help="Text file with the network's output class names, one per line in channel order (# comments).",
         ),
         use_ema: bool = typer.Option(True, "--use-ema/--no-ema", help="EMA weights (default) or the raw weights."),
         spacing: str = typer.Option(
-            "1,1,1", "--spacing", help="Spacing in mm the network was trained at (R-Super: 1 mm isotropic)."
+            "1,1,1", "--spacing", metavar="MM",
+            help="Spacing in mm the network was trained at: one number (isotropic) or three (R-Super: 1 mm).",
         ),
-        patch: str = typer.Option("128,128,128", "--patch", help="Sliding-window patch size in voxels."),
+        patch: str = typer.Option(
+            "128,128,128", "--patch", metavar="VOXELS", help="Sliding-window patch size in voxels: three numbers."
+        ),
         trust_checkpoint: bool = typer.Option(
             False, "--trust-checkpoint",
             help="Allow unpickling a whole model object (R-Super DDP checkpoints). Runs code from the file: "
                  "only for files from a source you trust.",
         ),
     ) -> None:
-        """Convert an R-Super MedFormer checkpoint into an rsuper checkpoint (weights + class list +
-        config + spacing), loading the weights strictly into rsuper's MedFormer. The input is not modified.
+        """Convert an R-Super MedFormer checkpoint (R_SUPER_CKPT) into an rsuper checkpoint (CKPT).
+
+        CKPT holds the weights, loaded strictly into rsuper's MedFormer, plus the class list, config and
+        spacing. The input is not modified.
 
         Example: rsuper convert-checkpoint rsuper_medformer.pth models/rsuper.pt --classes classes.txt --spacing 1
         """
@@ -65,7 +70,7 @@ def register(app: typer.Typer) -> None:
         from rsuper.models.convert import convert_rsuper_checkpoint, load_class_list
 
         classes_file = Path(classes) if Path(classes).is_file() else None
-        exit_if_output_overlaps(out, {"RSUPER_CKPT": source, "--classes": classes_file}, "OUT.pt")
+        exit_if_output_overlaps(out, {"R_SUPER_CKPT": source, "--classes": classes_file}, "CKPT")
 
         try:
             spacing_mm = parse_spacing(spacing)

@@ -59,16 +59,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command("organs")
     def organs(
-        dataset: Path = typer.Argument(..., help="Dataset folder: <case>/ct.nii.gz (+ segmentations/) or nnU-Net raw."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output root: <case>/segmentations/<class>.nii.gz."),
+        dataset: Path = typer.Argument(
+            ..., metavar="DATASET", help="Dataset folder: DATASET/<case>/ct.nii.gz (+ segmentations/) or nnU-Net raw."
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", metavar="OUT", help="Output root: OUT/<case>/segmentations/<class>.nii.gz."
+        ),
         ml: list[Path] = typer.Option(
-            [], "--ml", help="Multilabel map(s): a file (<case>.nii.gz) or a folder with <case>.nii.gz or <case>/*.nii.gz."
+            [], "--ml", metavar="PATH",
+            help="Multilabel map(s): a file (<case>.nii.gz) or a folder with <case>.nii.gz or <case>/*.nii.gz; "
+                 "repeatable.",
         ),
         ml_task: str = typer.Option(
-            None, "--ml-task", help="Id table for label maps without TotalSegmentator's header: total or liver_segments."
+            None, "--ml-task", metavar="total|liver_segments",
+            help="Id table for label maps without TotalSegmentator's header.",
         ),
         masks_dir: list[Path] = typer.Option(
-            [], "--masks-dir", help="Extra per-class mask folders: DIR/<case>/*.nii.gz or DIR/<case>/segmentations/."
+            [], "--masks-dir", metavar="DIR",
+            help="Extra per-class mask folder: DIR/<case>/*.nii.gz or DIR/<case>/segmentations/; repeatable.",
         ),
         run_totalsegmentator: bool = typer.Option(
             False, "--run-totalsegmentator", help="Run TotalSegmentator for cases without pancreas/kidney/liver masks."
@@ -77,9 +85,15 @@ def register(app: typer.Typer) -> None:
             False, "--liver-segments", help="With --run-totalsegmentator: also run its liver_segments task."
         ),
         fast: bool = typer.Option(False, "--fast", help="TotalSegmentator's fast 3 mm model (CPU friendly)."),
-        device: str = typer.Option(None, "--device", help="TotalSegmentator device: gpu, cpu or mps."),
-        head_body: float = typer.Option(1 / 3, help="Pancreas head/body border, fraction of the centre line."),
-        body_tail: float = typer.Option(2 / 3, help="Pancreas body/tail border, fraction of the centre line."),
+        device: str = typer.Option(None, "--device", metavar="gpu|cpu|mps", help="TotalSegmentator device."),
+        head_body: float = typer.Option(
+            1 / 3, metavar="FRACTION", show_default="1/3",
+            help="Pancreas head/body border, fraction of the centre line.",
+        ),
+        body_tail: float = typer.Option(
+            2 / 3, metavar="FRACTION", show_default="2/3",
+            help="Pancreas body/tail border, fraction of the centre line.",
+        ),
         all_classes: bool = typer.Option(False, "--all-classes", help="Write every class found, not only organs."),
         preview: bool = typer.Option(False, "--preview", help="Write OUT/<case>/preview.png overlays."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases already done (default: resume)."),

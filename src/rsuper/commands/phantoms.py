@@ -17,20 +17,30 @@ def register(app: typer.Typer) -> None:
 
     @app.command("phantoms")
     def phantoms(
-        out: Path = typer.Argument(..., help="Output folder: new, empty, or a previous phantom dataset (replaced)."),
-        n_mask: int = typer.Option(8, "--n-mask", min=0, help="Cases with voxel tumor masks (masks/)."),
-        n_report: int = typer.Option(40, "--n-report", min=0, help="Cases with reports only (reports/)."),
-        n_test: int = typer.Option(12, "--n-test", min=0, help="Test cases with masks and reports (test/)."),
-        spacing: float = typer.Option(2.5, "--spacing", min=0.5, help="Isotropic voxel spacing in mm."),
-        seed: int = typer.Option(0, "--seed", help="Random seed; the dataset is deterministic per seed."),
-        contrast: float = typer.Option(-40.0, "--contrast", help="Mean tumor minus organ HU (negative = hypodense)."),
-        noise: tuple[float, float] = typer.Option((10.0, 25.0), "--noise", help="Range of noise SD in HU (min max)."),
+        out: Path = typer.Argument(
+            ..., metavar="OUT", help="Output folder: new, empty, or a previous phantom dataset (replaced)."
+        ),
+        n_mask: int = typer.Option(8, "--n-mask", min=0, metavar="N", help="Cases with voxel tumor masks (masks/)."),
+        n_report: int = typer.Option(40, "--n-report", min=0, metavar="N", help="Cases with reports only (reports/)."),
+        n_test: int = typer.Option(
+            12, "--n-test", min=0, metavar="N", help="Test cases with masks and reports (test/)."
+        ),
+        spacing: float = typer.Option(2.5, "--spacing", min=0.5, metavar="MM", help="Isotropic voxel spacing in mm."),
+        seed: int = typer.Option(
+            0, "--seed", metavar="SEED", help="Random seed; the dataset is deterministic per seed."
+        ),
+        contrast: float = typer.Option(
+            -40.0, "--contrast", metavar="HU", help="Mean tumor minus organ HU (negative = hypodense)."
+        ),
+        noise: tuple[float, float] = typer.Option(
+            (10.0, 25.0), "--noise", metavar="MIN MAX", help="Range of the noise SD in HU."
+        ),
         healthy_fraction: float = typer.Option(
-            0.45, "--healthy-fraction", min=0.0, max=1.0, help="Share of tumor-free cases."
+            0.45, "--healthy-fraction", min=0.0, max=1.0, metavar="FRACTION", help="Share of tumor-free cases."
         ),
         mask_healthy_fraction: float = typer.Option(
-            None, "--mask-healthy-fraction", min=0.0, max=1.0,
-            help="Share of tumor-free cases in masks/ only (annotated sets are tumor-enriched); default: --healthy-fraction.",
+            None, "--mask-healthy-fraction", min=0.0, max=1.0, metavar="FRACTION", show_default="--healthy-fraction",
+            help="Share of tumor-free cases in masks/ only (annotated sets are tumor-enriched).",
         ),
         mask_cover_locations: bool = typer.Option(
             False, "--mask-cover-locations",
@@ -38,9 +48,10 @@ def register(app: typer.Typer) -> None:
             "pancreas head, kidney left, liver segment 8, ...), so a few mask cases show every location.",
         ),
         lps_fraction: float = typer.Option(
-            0.0, "--lps-fraction", min=0.0, max=1.0, help="Share of cases written in LPS orientation."
+            0.0, "--lps-fraction", min=0.0, max=1.0, metavar="FRACTION",
+            help="Share of cases written in LPS orientation.",
         ),
-        workers: int = typer.Option(1, "--workers", min=1, help="Parallel worker processes."),
+        workers: int = typer.Option(1, "--workers", min=1, metavar="N", help="Parallel worker processes."),
     ) -> None:
         """Generate synthetic abdominal CT phantoms: organs, sub-segments, tumors, free-text reports, gold tables.
 
@@ -49,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
         Example: rsuper phantoms phantoms/ --n-mask 8 --n-report 40 --n-test 12 --spacing 2.5 --workers 2
         """
-        from rsuper.data.phantoms import generate_dataset
+        from rsuper.synthetic.phantoms import generate_dataset
 
         total = n_mask + n_report + n_test
         columns = (TextColumn("[bold]phantoms"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

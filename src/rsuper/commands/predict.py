@@ -10,12 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rsuper.infer.tta import TTA_MODES
+from rsuper.paths import exit_if_output_overlaps
 
 console = Console(stderr=True)
 TTAMode = Enum("TTAMode", {mode: mode for mode in TTA_MODES}, type=str)  # --tta choices, shown by --help
-
-
-from rsuper.paths import exit_if_output_overlaps
 
 
 def register(app: typer.Typer) -> None:
@@ -23,17 +21,26 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict(
-        input_path: Path = typer.Argument(..., metavar="INPUT",
-                                          help="A CT (.nii/.nii.gz), a folder of CTs, or a dataset <case>/ct.nii.gz."),
-        out: Path = typer.Argument(..., help="Output root: OUT/<case>/segmentations/<class>.nii.gz + findings.json."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="rsuper checkpoint (final.pt / last.pt)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+        input_path: Path = typer.Argument(
+            ..., metavar="INPUT", help="A CT (.nii/.nii.gz), a folder of CTs, or a dataset INPUT/<case>/ct.nii.gz."
+        ),
+        out: Path = typer.Argument(
+            ..., metavar="OUT", help="Output root: OUT/<case>/segmentations/<class>.nii.gz + findings.json."
+        ),
+        checkpoint: Path = typer.Option(
+            ..., "--checkpoint", "-c", metavar="CKPT", help="rsuper checkpoint (final.pt / last.pt)."
+        ),
+        device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu, cuda or cuda:N."),
         tta: TTAMode = typer.Option(
-            TTAMode.auto, "--tta", help="Flip test-time augmentation: mirror = as is + left-right mirror (2x time), "
-                                        "flips = the 8 mirrorings of the 3 axes (8x time), auto = mirror when the "
-                                        "checkpoint was trained with the left-right mirror (rsuper's default)."),
-        sw_batch_size: int = typer.Option(2, "--sw-batch-size", min=1, help="Windows per forward pass."),
-        overlap: float = typer.Option(0.5, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap fraction."),
+            TTAMode.auto, "--tta", metavar="|".join(TTA_MODES),
+            help="Flip test-time augmentation: mirror = as is + left-right mirror (2x time), flips = the 8 "
+                 "mirrorings of the 3 axes (8x time), auto = mirror when the checkpoint was trained with the "
+                 "left-right mirror (rsuper's default).",
+        ),
+        sw_batch_size: int = typer.Option(2, "--sw-batch-size", min=1, metavar="N", help="Windows per forward pass."),
+        overlap: float = typer.Option(
+            0.5, "--overlap", min=0.0, max=0.95, metavar="FRACTION", help="Sliding-window overlap fraction."
+        ),
         save_probabilities: bool = typer.Option(
             False, "--save-probabilities", help="Also write OUT/<case>/probabilities/<class>.nii.gz (uint8, p = v/255)."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights instead of the EMA weights."),

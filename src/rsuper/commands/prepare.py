@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-
 from rsuper.paths import exit_if_output_overlaps
 
 
@@ -18,26 +17,31 @@ def register(app: typer.Typer) -> None:
 
     @app.command("prepare")
     def prepare(
-        dataset: Path = typer.Argument(..., help="Dataset folder: ROOT/<case>/ct.nii.gz layout or nnU-Net raw."),
-        out: Path = typer.Option(..., "--out", "-o", help="Cache folder (created; reruns resume)."),
+        dataset: Path = typer.Argument(
+            ..., metavar="DATASET", help="Dataset folder: DATASET/<case>/ct.nii.gz layout or nnU-Net raw."
+        ),
+        out: Path = typer.Option(..., "--out", "-o", metavar="CACHE", help="Cache folder (created; reruns resume)."),
         spacing: str = typer.Option(
-            "1.0", "--spacing", help="Training spacing in mm: one number (isotropic) or three, e.g. 1,1,3."
+            "1.0", "--spacing", metavar="MM",
+            help="Training spacing in mm: one number (isotropic) or three, e.g. 1,1,3.",
         ),
         masks_dir: list[Path] = typer.Option(
-            [], "--masks-dir",
+            [], "--masks-dir", metavar="DIR",
             help="Extra masks DIR/<case>/segmentations/<class>.nii.gz (e.g. `rsuper organs` output); repeatable. "
                  "The dataset's own masks win on conflicts.",
         ),
-        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+        workers: int = typer.Option(1, "--workers", "-j", min=1, metavar="N", help="Parallel worker processes."),
         allow_non_hu: bool = typer.Option(
             False, "--allow-non-hu",
             help="Prepare CTs whose values are not Hounsfield units (`rsuper check`: not_hu) as they are; by "
                  "default such a case fails, since the HU normalisation would make it meaningless.",
         ),
     ) -> None:
-        """Resample every case to the training spacing (RAS, CT linear + normalised, masks nearest) and
-        cache it as .npy with a manifest. Finished cases are skipped on rerun. A CT that is not in
-        Hounsfield units fails its case unless --allow-non-hu.
+        """Cache every case canonical (RAS) at the training spacing as memory-mappable arrays.
+
+        Resamples each case to --spacing (CT linear + normalised, masks nearest) and writes .npy files with a
+        manifest. Finished cases are skipped on rerun. A CT that is not in Hounsfield units fails its case
+        unless --allow-non-hu.
 
         Example: rsuper prepare data/masks --out cache/masks --spacing 2.5 --masks-dir organs/ --workers 4
         """

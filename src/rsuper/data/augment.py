@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rsuper.anatomy.labels import mirror_channel_map
 from rsuper.data.contrast import OrganContrastShift
+from rsuper.labels import mirror_channel_map
 
 BITS = 24  # integers below 2**24 are exact in float32
 

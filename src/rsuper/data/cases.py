@@ -11,7 +11,7 @@ nnU-Net raw (v1 or v2 ``dataset.json``)::
     ROOT/imagesTr/<case>_0000.nii.gz              (imagesTs/ too: cases without masks)
     ROOT/labelsTr/<case>.nii.gz                   one label map; class c = voxels == id
 
-Class names pass through ``rsuper.anatomy.labels.canonical_class_name``; a name that is not plain (``../x``,
+Class names pass through ``rsuper.labels.canonical_class_name``; a name that is not plain (``../x``,
 ``liver.v2``) raises ``DatasetLayoutError`` naming the file. For nnU-Net cases every class
 points at the same label map; ``Case.mask_labels`` holds its id, and ``Case.load_mask`` extracts it.
 
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rsuper.anatomy.labels import ClassNameError, canonical_class_name
 from rsuper.io import Volume, load_nifti
+from rsuper.labels import ClassNameError, canonical_class_name
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CT_NAMES = ("ct.nii.gz", "ct.nii")

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsuper.anatomy.labels import is_lesion_class
 from rsuper.data.cases import SEGMENTATIONS_DIR, Case, DatasetLayoutError, discover_cases
 from rsuper.data.constants import AFFINE_TOLERANCE_MM
 from rsuper.io import NiftiReadError, Volume, load_nifti
+from rsuper.labels import is_lesion_class
 from rsuper.reports.tables import read_reports_csv
 
 DATASET = "(dataset)"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from rsuper.anatomy import labels
+from rsuper import labels
 from rsuper.io import HU_CLIP
 
 _NORMALISED_PER_HU = 2.0 / (HU_CLIP[1] - HU_CLIP[0])  # rsuper.io.normalize_ct maps the clip range onto [-1, 1]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from rsuper.anatomy import labels
+from rsuper import labels
 from rsuper.data.augment import PatchAugmentation
 from rsuper.data.preprocess import MANIFEST, load_cached_case, load_manifest
 from rsuper.data.reportcases import ReportSupervision, build_report_supervision

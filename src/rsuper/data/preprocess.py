@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsuper import __version__
-from rsuper.anatomy import labels
+from rsuper import __version__, labels
 from rsuper.atomic import atomic_dir, write_json_atomic
 from rsuper.data.cases import Case, discover_cases, discover_masks
 from rsuper.data.checks import require_hu

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rsuper.anatomy import labels
+from rsuper import labels
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from rsuper.anatomy import labels
+from rsuper import labels
 from rsuper.infer.findings import lesion_components, organ_summary
 from rsuper.io import Volume, load_nifti, resample_to_grid
 from rsuper.reports import tables

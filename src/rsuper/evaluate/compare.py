@@ -26,7 +26,8 @@ from rsuper.evaluate.collect import on_grid
 from rsuper.evaluate.detection import predict_positive
 from rsuper.evaluate.plots import bar_figure, overlay_figure, roc_figure
 from rsuper.evaluate.report import image_html, page, table_html
-from rsuper.evaluate.run import EvaluationResult, EvaluationSettings, evaluate_predictions
+from rsuper.evaluate.result import EvaluationResult, EvaluationSettings
+from rsuper.evaluate.run import evaluate_predictions
 from rsuper.io import load_nifti
 
 _METRICS = ("sensitivity", "specificity", "f1", "auroc", "dsc_mean", "nsd_mean", "lesion_recall",

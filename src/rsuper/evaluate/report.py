@@ -10,15 +10,12 @@ import base64
 import html
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from rsuper import __version__
 from rsuper.atomic import write_text_atomic
-
-if TYPE_CHECKING:
-    from rsuper.evaluate.run import EvaluationResult
+from rsuper.evaluate.result import EvaluationResult
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}

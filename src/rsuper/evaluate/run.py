@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,34 +33,8 @@ from rsuper.evaluate.collect import (GridMismatchWarning, ReportTruth, grid_text
 from rsuper.evaluate.lesions import lesion_detection_summary, match_lesions, report_agreement, \
     report_agreement_summary
 from rsuper.evaluate.plots import roc_figure, sweep_figure
-
-
-@dataclass
-class EvaluationSettings:
-    """Options: operating point (``volume_threshold_mm3`` or best F1 on ``val_ids``), NSD tolerance (mm),
-    bootstrap resamples and seed."""
-
-    volume_threshold_mm3: float | None = None
-    val_ids: set[str] | None = None
-    nsd_tolerance_mm: float = overlap.DEFAULT_NSD_TOLERANCE_MM
-    n_bootstrap: int = detection.DEFAULT_BOOTSTRAP
-    seed: int = 0
-
-
-@dataclass
-class EvaluationResult:
-    """Tables of one evaluation (empty frames for parts without the needed truth)."""
-
-    name: str
-    per_case: pd.DataFrame
-    detection: pd.DataFrame = field(default_factory=pd.DataFrame)
-    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
-    probability_sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
-    roc: pd.DataFrame = field(default_factory=pd.DataFrame)
-    overlap: pd.DataFrame = field(default_factory=pd.DataFrame)
-    lesions: pd.DataFrame = field(default_factory=pd.DataFrame)
-    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
-    settings: dict = field(default_factory=dict)
+from rsuper.evaluate.report import single_report
+from rsuper.evaluate.result import EvaluationResult, EvaluationSettings
 
 
 def per_case_table(pred_dir: str | os.PathLike[str], truth: ReportTruth | None, masks_dir: Path | None,
@@ -174,8 +147,6 @@ def summarise(name: str, per_case: pd.DataFrame, settings: EvaluationSettings) -
 
 def write_result(result: EvaluationResult, out_dir: str | os.PathLike[str]) -> Path:
     """Writes the tables, figures, ``metrics.json`` and ``report.html`` of one evaluation."""
-    from rsuper.evaluate.report import single_report
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = {"per_case": result.per_case, "detection": result.detection, "detection_sweep": result.sweep,

@@ -43,18 +43,17 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from scipy import ndimage
 
-from rsuper import __version__
-from rsuper.anatomy import labels
+from rsuper import __version__, labels
 from rsuper.atomic import write_json_atomic
 from rsuper.data.checks import require_hu
+from rsuper.device import resolve_device
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
 from rsuper.infer.tta import TTA_MODES, check_tta_mode  # noqa: F401 - TTA_MODES re-exported (CLI, benchmarks)
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
+from rsuper.losses.geometry import dilate_mm
 from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint, untrained_classes_of
-from rsuper.train.distributed import resolve_device
 
 THRESHOLD = 0.5
 GATING_DILATION_MM = 3.0
@@ -219,21 +218,6 @@ def predict_probabilities(predictor: Predictor, image: np.ndarray, options: Pred
     return probs
 
 
-def dilate_mm(mask: np.ndarray, spacing_mm: tuple[float, float, float], radius_mm: float) -> np.ndarray:
-    """Bool mask grown by ``radius_mm`` (Euclidean, voxel centres, anisotropic spacing respected)."""
-    mask = mask.astype(bool)
-    if radius_mm <= 0 or not mask.any():
-        return mask
-    margin = np.ceil(radius_mm / np.asarray(spacing_mm)).astype(int) + 1
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + margin + 1, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    out = np.zeros_like(mask)
-    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= radius_mm
-    return out
-
-
 def gate_organ_mask(class_names: list[str], probs: np.ndarray, organ: str,
                     untrained: Collection[str] = ()) -> np.ndarray | None:
     """Predicted organ mask (bool) for gating lesions of ``organ``; None when the model has no such channel
@@ -265,7 +249,7 @@ def gate_lesions(class_names: list[str], probs: np.ndarray, spacing_mm: tuple[fl
         organ_mask = gate_organ_mask(class_names, probs, organ, untrained)
         gated[name] = organ_mask is not None
         if organ_mask is not None:
-            probs[c] *= dilate_mm(organ_mask, spacing_mm, dilation_mm)
+            probs[c] *= dilate_mm(torch.from_numpy(organ_mask), dilation_mm, spacing_mm).numpy()
     return gated
 
 

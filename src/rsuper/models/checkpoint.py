@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from rsuper import __version__
-from rsuper.anatomy.labels import ClassNameError, canonical_class_name
 from rsuper.atomic import atomic_path
 from rsuper.io import CT_NORMALISATION
+from rsuper.labels import ClassNameError, canonical_class_name
 from rsuper.models.registry import (
     ModelSpecError,
     build_model,

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from rsuper.anatomy.labels import ClassNameError, canonical_class_name
+from rsuper.labels import ClassNameError, canonical_class_name
 from rsuper.models.checkpoint import (
     CheckpointError,
     first_line,

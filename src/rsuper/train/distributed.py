@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from rsuper.errors import ConfigError
+from rsuper.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,6 @@ class DistributedContext:
     def is_main(self) -> bool:
         """Only rank 0 writes files and prints."""
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; other names as given."""
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif name == "cuda":
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
 
 
 def setup_distributed(device: str = "auto") -> DistributedContext:

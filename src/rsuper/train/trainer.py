@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from rsuper.anatomy import labels
+from rsuper import labels
 from rsuper.config import TrainConfig
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.data.preprocess import load_manifest

@@ -1,6 +1,6 @@
 import pytest
 
-from rsuper.anatomy import labels
+from rsuper import labels
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from scipy.interpolate import CubicSpline
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from rsuper.anatomy.labels import lesion_class
+from rsuper.labels import lesion_class
 
 ORGANS: tuple[str, ...] = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas")
 PANCREAS_TOKENS: tuple[str, ...] = ("head", "body", "tail")

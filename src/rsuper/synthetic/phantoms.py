@@ -31,9 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsuper.anatomy.labels import lesion_class, subsegment_class
 from rsuper.atomic import atomic_path, write_json_atomic
-from rsuper.data.phantom_anatomy import (
+from rsuper.io import Volume, save_nifti
+from rsuper.labels import lesion_class, subsegment_class
+from rsuper.reports.schema import CaseFindings, volume_from_diameters
+from rsuper.reports.tables import write_cases_csv, write_tumors_csv
+from rsuper.synthetic.anatomy import (
     KIDNEY_TOKENS,
     LIVER_TOKENS,
     PANCREAS_TOKENS,
@@ -43,10 +46,7 @@ from rsuper.data.phantom_anatomy import (
     TumorPlan,
     generate_anatomy,
 )
-from rsuper.data.phantom_reports import ReportTumor, write_report
-from rsuper.io import Volume, save_nifti
-from rsuper.reports.schema import CaseFindings, volume_from_diameters
-from rsuper.reports.tables import write_cases_csv, write_tumors_csv
+from rsuper.synthetic.reports import ReportTumor, write_report
 
 SPLITS: tuple[str, ...] = ("masks", "reports", "test")
 DEFAULT_DIAMETERS_MM: dict[str, tuple[float, float]] = {
