@@ -1,0 +1,1 @@
+"""rsuper.synthetic: generated datasets (phantom families) with masks, reports and gold tables."""
