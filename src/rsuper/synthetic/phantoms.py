@@ -135,7 +135,7 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path, lps: bool) -> None:
     save_nifti(Volume(np.ascontiguousarray(array), affine), path)
 
 
-def _write_case(ph: Phantom, root: Path, cid: str, split: str, lps: bool) -> None:
+def write_case(ph: Phantom, root: Path, cid: str, split: str, lps: bool) -> None:
     case_dir = root / split / cid
     _save(ph.ct_hu, ph.affine, case_dir / "ct.nii.gz", lps)
     for name, mask in ph.organs.items():
@@ -159,7 +159,7 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
         anatomy = replace(anatomy, phase_weights=settings.mask_phase_weights)
     ph = generate_anatomy(anatomy_rng, anatomy, plan_tumors(plan_rng, settings, split, position))
     lps = bool(orient_rng.random() < settings.lps_fraction)
-    _write_case(ph, root, cid, split, lps)
+    write_case(ph, root, cid, split, lps)
     report_tumors = [
         ReportTumor(t.plan.organ, t.tokens, t.plan.diameters_mm, t.axial_position) for t in ph.tumors
     ]
@@ -190,7 +190,7 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
     return {"case_id": cid, "split": split, "report": text, "findings": findings, "truth": truth, "lps": lps}
 
 
-def _prepare_out_dir(root: Path) -> None:
+def prepare_out_dir(root: Path) -> None:
     """Empties a previous phantom dataset in `root`; refuses a non-empty folder that is not one."""
     if not root.exists() or not any(root.iterdir()):
         return
@@ -261,7 +261,7 @@ def generate_dataset(
         lps_fraction=lps_fraction,
     )
     root = Path(out_dir)
-    _prepare_out_dir(root)
+    prepare_out_dir(root)
     jobs = [("masks", n_mask), ("reports", n_report), ("test", n_test)]
     splits = [(split, k) for split, n in jobs for k in range(n)]
     args = [(root, i, split, seed, settings, k) for i, (split, k) in enumerate(splits)]
@@ -290,7 +290,7 @@ def generate_dataset(
     write_cases_csv(findings, root / "gold" / "cases.csv")
     truth_rows = [row for r in results for row in r["truth"]]
     with atomic_path(root / "gold" / "tumors_truth.csv") as tmp:
-        pd.DataFrame(truth_rows, columns=_TRUTH_COLUMNS).to_csv(tmp, index=False)
+        pd.DataFrame(truth_rows, columns=TRUTH_COLUMNS).to_csv(tmp, index=False)
     summary = {
         "out_dir": str(root),
         "seed": seed,
@@ -307,7 +307,7 @@ def generate_dataset(
     return summary
 
 
-_TRUTH_COLUMNS = [
+TRUTH_COLUMNS = [
     "BDMAP ID", "split", "Truth ID", "Gold Tumor ID", "organ", "lesion class", "location", "sub-segment classes",
     "location fractions", "diameters (mm)", "volume_vox_mm3", "volume_from_diameters_mm3",
     "centre_i_vox", "centre_j_vox", "centre_k_vox", "centre_x_mm", "centre_y_mm", "centre_z_mm", "contrast_hu",
