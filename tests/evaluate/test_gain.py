@@ -88,6 +88,9 @@ def test_per_side_rates_and_side_lock_flag():
     assert side_lock(metrics)
     table = seed_table(cases).set_index("metric")
     assert table.loc["side_lock", "R-Super"] == 1.0
+    summary = aggregate([cases, cases], n_bootstrap=20).set_index("metric")
+    assert summary.loc["side_lock", "R-Super_mean"] == 1.0 and summary.loc["side_lock", "R-Super_seeds_flagged"] == 2
+    assert summary.loc["sensitivity_left", "R-Super_mean"] == 1.0
 
 
 def test_side_lock_threshold():
@@ -130,6 +133,8 @@ def test_bootstrap_intervals_contain_the_mean_and_vanish_for_identical_arms():
     replicates = bootstrap(same, n=50)
     assert np.all(replicates["gain/f1"] == 0)
     assert np.all(np.isnan(replicates["gap_closure/f1"]))  # headroom 0: n/a in every replicate
+    row = aggregate(same, n_bootstrap=50).set_index("metric").loc["f1"]
+    assert math.isnan(row["gap_closure"]) and row["gap_closure_defined"] == 0.0
 
 
 def test_bootstrap_is_seeded():
@@ -143,7 +148,8 @@ def test_from_frame_aligns_arms_and_rejects_other_cases():
     rows = []
     for arm, volume in zip(ARMS, (0.0, 200.0, 400.0)):
         for case in ("b", "a"):  # unsorted on purpose
-            rows.append({"arm": arm, "case_id": case, "organ": "kidney", "truth": case == "a", "tumor_mask": case == "a",
+            rows.append({"arm": arm, "case_id": case, "organ": "kidney", "truth": case == "a",
+                         "tumor_mask": case == "a",
                          "pred_volume_mm3": volume if case == "a" else 0.0, "max_probability": 0.1, "dsc": 0.3,
                          "truth_kidney_left": case == "a", "truth_kidney_right": False,
                          "pred_volume_kidney_left_mm3": volume, "pred_volume_kidney_right_mm3": 0.0})

@@ -16,7 +16,8 @@ Metrics (fractions in [0, 1]; the tables print points = 100 x):
                              the demo's headline;
   per side of a paired organ (kidney), test half, at the same chosen threshold: ``sensitivity_left``/``_right``
                              (CTs with a true tumor on that side whose predicted tumor volume on that side reaches the
-                             threshold) and ``healthy_call_left``/``_right`` (the same call rate on the tumor-free side).
+                             threshold) and ``healthy_call_left``/``_right`` (the same call rate on the tumor-free
+                             side).
 
 Validation split (:func:`validation_split`): a fixed rule, the same for every arm and seed: the test case ids
 sorted, every other one (positions 0, 2, 4, ...) is validation, the rest is the reported test half.
@@ -32,7 +33,8 @@ Bootstrap over seeds x cases (:func:`bootstrap`): each replicate resamples the s
 each drawn seed, its validation and test halves with replacement (each half keeps its size; all arms get the
 same cases, so the replicate is paired); the thresholds stay those chosen on the original validation half. A
 replicate's value is the mean over its seeds; gains and gap closures are computed from the replicate's means.
-Intervals are percentile intervals of the replicates whose value is defined.
+Intervals are percentile intervals of the replicates whose value is defined (a gap closure's interval
+says in how many replicates the headroom passed the n/a guard).
 
 Example:
     >>> cases = [OrganCases.from_frame(per_case_of_seed, "pancreas") for per_case_of_seed in tables]
@@ -252,7 +254,8 @@ def aggregate(seeds: Sequence[OrganCases], n_bootstrap: int = 1000, seed: int = 
               fixed_threshold: float = DEFAULT_FIXED_THRESHOLD_MM3, min_gap: float = MIN_GAP) -> pd.DataFrame:
     """One organ over seeds: a row per metric with, per arm and for gain / headroom, the mean over seeds, the SD
     over seeds and the bootstrap interval (``<col>_mean``, ``<col>_sd``, ``<col>_ci_low``, ``<col>_ci_high``), the gap
-    closure of the means (n/a guard) with its interval and ``seeds``; for a paired organ one more row
+    closure of the means (n/a guard) with its interval (over the replicates where it is defined;
+    ``gap_closure_defined`` = their share) and ``seeds``; for a paired organ one more row
     ``side_lock``: ``<arm>_mean`` = the flag (1/0) on the side metrics' means over seeds, ``<arm>_seeds_flagged``."""
     tables = [seed_table(cases, fixed_threshold, min_gap) for cases in seeds]
     replicates = bootstrap(seeds, n_bootstrap, seed, fixed_threshold, min_gap)
@@ -270,8 +273,9 @@ def aggregate(seeds: Sequence[OrganCases], n_bootstrap: int = 1000, seed: int = 
             row[f"{col}_ci_low"], row[f"{col}_ci_high"] = _percentile(replicates.get(key, np.array([])), level)
         if all(arm in arms for arm in ARMS) and name not in SIDE_METRICS:
             row["gap_closure"] = gap_closure(row[f"{BASE}_mean"], row[f"{METHOD}_mean"], row[f"{UPPER}_mean"], min_gap)
-            row["gap_closure_ci_low"], row["gap_closure_ci_high"] = _percentile(replicates[f"gap_closure/{name}"],
-                                                                                level)
+            closures = replicates[f"gap_closure/{name}"]
+            row["gap_closure_ci_low"], row["gap_closure_ci_high"] = _percentile(closures, level)
+            row["gap_closure_defined"] = float(np.isfinite(closures).mean()) if len(closures) else float("nan")
         rows.append(row)
     result = pd.DataFrame(rows)
     if seeds[0].side_truth:
