@@ -320,7 +320,10 @@ def run_seed(args: argparse.Namespace, family: str, seed: int, log: Log) -> None
     plan = seed_plan(args, family, seed)
     plan.check()
     plan.out.mkdir(parents=True, exist_ok=True)
-    check_same_plan(plan)
+    try:
+        check_same_plan(plan)  # a changed plan would silently reuse finished steps
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     check_family(plan, family)
     write_json_atomic(plan.out / "demo_plan.json", {k: (str(v) if isinstance(v, Path) else v)
                                                     for k, v in dataclasses.asdict(plan).items()})
