@@ -86,7 +86,7 @@ import torch
 from scipy import ndimage
 
 from bench_demo import markdown  # this folder is on sys.path when the script runs
-from rsuper.anatomy import labels
+from rsuper import labels
 from rsuper.atomic import atomic_path, write_json_atomic, write_text_atomic
 from rsuper.config import TrainConfig
 from rsuper.data.preprocess import prepare_dataset
