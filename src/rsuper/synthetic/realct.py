@@ -1,6 +1,6 @@
 """Second phantom family, "realct": one real abdominal CT deformed per patient, with inserted tumors.
 
-The demo family (``rsuper.data.phantoms``) builds every organ from geometric primitives. This family starts
+The demo family (``rsuper.synthetic.phantoms``) builds every organ from geometric primitives. This family starts
 from a real CT and its TotalSegmentator organ labels (``../shared/data/totalseg_example``, 122 x 101 x 30
 voxels of 3 mm, non-contrast) and makes each "patient" as follows (docs/phantoms.md, "Second family: realct"):
 
@@ -11,7 +11,7 @@ voxels of 3 mm, non-contrast) and makes each "patient" as follows (docs/phantoms
    ``map_coordinates``: the CT linearly, the labels (organs and their true sub-segments) by nearest neighbour;
 4. 0-3 hypodense tumors placed in the deformed organs, 20-70 HU below the local organ mean;
 5. slight blur and added noise;
-6. the demo family's report writer (``rsuper.data.phantom_reports``) and gold tables.
+6. the demo family's report writer (``rsuper.synthetic.reports``) and gold tables.
 
 It writes exactly the demo family's layout and files (contract 4), with ``"family": "realct"`` in
 ``phantoms.json``; case *i* draws from ``SeedSequence([seed, i])``, whatever the number of workers.
@@ -734,7 +734,7 @@ def generate_realct_dataset(
     magnification strength around a tumor ((0, 0) = none); ``elastic_sd_mm``, ``scale_range``: deformation.
     Composition knobs (``healthy_fraction``, ``mask_healthy_fraction``, ``phase_weights``,
     ``mask_phase_weights``, ``mask_cover_locations``, ``max_tumors``, ``lps_fraction``) mean what they mean
-    in ``rsuper.data.phantoms.generate_dataset``.
+    in ``rsuper.synthetic.phantoms.generate_dataset``.
     """
     ct_file = Path(ct_path) if ct_path is not None else DEFAULT_CT
     seg_file = Path(seg_path) if seg_path is not None else DEFAULT_SEG
