@@ -28,3 +28,11 @@ def test_multiple_row_and_unknown_size_follow_method():
         seen_unknown |= any(r.size_mm is None and not r.multiple for r in rows)
         assert all(r.evidence in text for r in rows)
     assert seen_multiple and seen_unknown
+
+
+def test_impression_site_keeps_whole_words():
+    """'within the mid pancreatic body' once became 'Withmid pancreatic body' in the impression."""
+    tumors = [ReportTumor("pancreas", ["body"], (20.0, 18.0, 16.0))]
+    texts = [write_report(np.random.default_rng(seed), tumors, {"phase": "portal venous"})[0] for seed in range(200)]
+    assert any("mid pancreatic body" in t.lower() for t in texts)
+    assert not any("withmid" in t.lower() or "withpancreatic" in t.lower() for t in texts)

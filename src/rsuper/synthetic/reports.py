@@ -8,6 +8,8 @@ choices come from the given seeded RNG, so a report is deterministic per seed.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -284,7 +286,7 @@ def write_report(
             continue
         first = items[0][1]
         site = _pick(rng, PANCREAS_SITES.get(tuple(first.tokens), ["in the pancreas"]))
-        site = site.replace("in the ", "").replace("at the ", "").replace("involving the ", "")
+        site = re.sub(r"^(?:within|in|at|involving) the ", "", site)  # "within the mid body" -> "mid body"
         impression.append(_pick(rng, IMPRESSION_TUMOR[organ]).format(
             Site=site[0].upper() + site[1:], Side=first.tokens[0].capitalize()))
     if gb == "stones":
