@@ -241,3 +241,38 @@ def test_mask_crop_kinds(report_data):
             assert json.loads(sample["choice"])["kind"] == kind
             lesions = sum(sample["label"][CLASSES.index(c)].sum() for c in ("liver_lesion", "pancreatic_lesion"))
             assert (lesions if kind == "tumor" else sample["label"][CLASSES.index(channel)].sum()) > 0
+
+
+# Samples of the default augmentation (crop, rotation/zoom, left-right mirror, intensity) pinned by checksum: a
+# refactor of the sampling or the augmentation must give the same samples for the same seed (the demo's samples).
+PINNED_SAMPLES = {
+    (0, 0, 0): ("organ", True, False, "097bc23127d5da02"),
+    (0, 0, 3): ("tumor", False, True, "48357abf2237d37e"),
+    (0, 0, 4): ("random", True, False, "010860466b8685f4"),
+    (1, 2, 4): ("group", True, False, "e7051d93c60d8a32"),
+    (1, 2, 9): ("group", False, True, "1dd83f080c9a9c09"),
+    (1, 2, 15): ("group", True, True, "630961261af5e27e"),
+    (1, 2, 17): ("group", False, False, "151b4f838b83196b"),
+}
+
+
+def _sample_digest(sample) -> str:
+    """sha256 (16 hex digits) of the image (rounded to 1e-4) and the targets and tumors, bit for bit."""
+    import hashlib
+
+    digest = hashlib.sha256(np.round(sample["image"].numpy().astype(np.float64), 4).tobytes())
+    for key in ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameters_mm"):
+        digest.update(sample[key].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_default_samples_are_pinned(tmp_path):
+    findings = make_cache(tmp_path / "cache")
+    mask_cases, report_cases, _ = collect_training_cases(tmp_path / "cache", findings, CLASSES, TARGETS)
+    assert report_cases[2].case_id == "r_multi"
+    ds = TrainingDataset(mask_cases, report_cases, CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS)
+    for key, (kind, augmented, mirrored, digest) in PINNED_SAMPLES.items():
+        sample = ds[key]
+        choice = json.loads(sample["choice"])
+        assert (choice["kind"], choice["augmented"], choice["mirrored"], _sample_digest(sample)) == (
+            kind, augmented, mirrored, digest), key
