@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rsuper.anatomy import labels
-from rsuper.errors import ConfigError
+from rsuper.errors import ConfigError, show_value
 
 CONFIG_ERROR = "invalid training configuration"  # heading of TrainConfig problems (rsuper.errors)
 
@@ -34,6 +34,40 @@ DEFAULT_ORGAN_CHANNELS: tuple[str, ...] = (
     "kidney_right",
     "spleen",
 )
+
+
+# Options tried on the demo and not adopted (BENCHMARKS.md, decisions), removed from the code: option -> its "off"
+# value, or the removed option it only qualified (e.g. absence_volume_mm3 sized the Absence Loss of absence_weight).
+# Old run files and checkpoints' stored configs hold them; at "off" (or qualifying an option at "off") they are
+# dropped silently, at any other value the configuration is refused.
+REMOVED_OPTIONS: dict[str, Any] = {
+    "absence_weight": 0.0,
+    "absence_volume_mm3": "absence_weight",
+    "absence_min_prob": "absence_weight",
+    "ball_attenuation_weight": 0.0,
+    "organ_shift_hu": 0.0,
+    "organ_shift_prob": "organ_shift_hu",
+    "lesion_organ_bce": 0.0,
+    "lesion_organ_bce_organs": "lesion_organ_bce",
+    "lesion_pooled_dice": False,
+    "ball_min_confidence": 0.0,
+    "ball_region_background": True,
+}
+
+
+def drop_removed_options(data: dict[str, Any], where: str = "the run file") -> dict[str, Any]:
+    """``data`` without the removed options that are off; a removed option in use is a ``ValueError`` with one
+    line per such option (see :data:`REMOVED_OPTIONS`)."""
+    problems = []
+    for key, off in REMOVED_OPTIONS.items():
+        if key not in data or isinstance(off, str):  # a qualifier goes with its option
+            continue
+        if data[key] != off:
+            problems.append(f"{key} was removed: not adopted, see BENCHMARKS.md decisions; delete it from {where}, "
+                            f"got {show_value(data[key])}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return {k: v for k, v in data.items() if k not in REMOVED_OPTIONS}
 
 
 def default_class_names(target_organs: tuple[str, ...] | list[str] = DEFAULT_TARGET_ORGANS) -> list[str]:
@@ -78,10 +112,6 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=0, description="DataLoader workers per process")
     augment: bool = Field(True, description="MONAI spatial + intensity augmentation and the left-right mirror")
     mirror_prob: float = Field(0.5, ge=0, le=1, description="share of augmented patches mirrored left-right")
-    organ_shift_hu: float = Field(
-        0.0, ge=0, description="contrast-phase augmentation: largest per-organ HU offset (0 = off; rsuper.data.contrast)"
-    )
-    organ_shift_prob: float = Field(0.5, ge=0, le=1, description="share of augmented patches with per-organ offsets")
     # Optimisation (METHOD.md §6).
     steps: int = Field(1000, ge=1, description="optimiser steps of this stage")
     lr: float = Field(3e-4, gt=0, description="peak learning rate of stage 1 (per process batch; not scaled)")
@@ -101,35 +131,6 @@ class TrainConfig(BaseModel):
     ball_rank_weighted: bool = Field(False, description="rank-weighted BCE on the Ball Loss positives")
     ball_weight: float = Field(1.0, ge=0, description="multiplier of the Ball Loss inside lambda (0 = ablate it)")
     volume_weight: float = Field(1.0, ge=0, description="multiplier of the Volume Loss inside lambda (0 = ablate it)")
-    ball_min_confidence: float = Field(
-        0.0, ge=0, le=1, description="Ball Loss only where each tumor's ball has this mean probability (0 = always)"
-    )
-    ball_region_background: bool = Field(
-        True, description="Ball Loss 'not tumor' on the rest of the tumor's sub-segment (paper); false: known voxels only"
-    )
-    ball_attenuation_weight: float = Field(
-        0.0, ge=0, description="Ball Loss search adds this x the darkness rank inside the group for tumors the "
-        "report calls hypoattenuating (not in the paper; 0 = off)"
-    )
-    absence_weight: float = Field(
-        0.0, ge=0, description="wa of the Absence Loss (not in the paper): report samples' top tumor-like "
-        "known-negative blob pushed to 0; 0 = off"
-    )
-    absence_volume_mm3: float = Field(300.0, gt=0, description="size of that blob, mm³ (CT-level detection threshold)")
-    absence_min_prob: float = Field(
-        0.5, ge=0, lt=1, description="Absence Loss leaves voxels below this probability alone (0 = always pushes)"
-    )
-    lesion_pooled_dice: bool = Field(
-        False, description="extra Dice over all lesion channels together: healthy organs' false positives count"
-    )
-    lesion_organ_bce: float = Field(
-        0.0, ge=0, description="weight of the organ-balanced lesion BCE (not in the paper): tumor voxels and "
-        "healthy voxels of the lesion's organ each averaged on their own; 0 = off"
-    )
-    lesion_organ_bce_organs: list[str] | None = Field(
-        None, description="organs whose lesion channels get the organ-balanced BCE, e.g. [kidney, pancreas]; "
-        "default: every lesion channel that has an organ channel"
-    )
     bias_init: bool = Field(True, description="output biases = log-odds of channel foreground fraction")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision (GPU only)")
     # Runtime.
@@ -143,7 +144,12 @@ class TrainConfig(BaseModel):
     def _cache_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, (str, Path)) else value
 
-    @field_validator("target_organs", "lesion_organ_bce_organs")
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_removed_options(cls, data: Any) -> Any:
+        return drop_removed_options(data) if isinstance(data, dict) else data
+
+    @field_validator("target_organs")
     @classmethod
     def _known_organs(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         for organ in value or ():
@@ -176,16 +182,6 @@ class TrainConfig(BaseModel):
     def _stage_two_needs_init(self) -> TrainConfig:
         if self.stage == 2 and self.init is None and not self.resume:
             raise ValueError("stage 2 starts from a stage-1 checkpoint: set `init` (--init PATH/final.pt)")
-        return self
-
-    @model_validator(mode="after")
-    def _organ_bce_has_channels(self) -> TrainConfig:
-        if self.lesion_organ_bce > 0 and not labels.lesion_organ_channels(self.classes, self.lesion_organ_bce_organs):
-            organs = self.lesion_organ_bce_organs or "any organ"
-            raise ValueError(
-                f"lesion_organ_bce > 0 but no output channel pairs a lesion of {organs} with its organ mask: "
-                "add the organ to target_organs (or class_names) or fix lesion_organ_bce_organs"
-            )
         return self
 
     @property

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from rsuper.anatomy.organ_masks import case_is_done, process_case
 from rsuper.atomic import atomic_path, write_json_atomic
-from rsuper.config import TrainConfig
+from rsuper.config import TrainConfig, drop_removed_options
 from rsuper.data.cases import discover_cases
 from rsuper.data.phantoms import generate_dataset
 from rsuper.data.preprocess import prepare_dataset
@@ -82,22 +82,7 @@ class DemoPlan:
     # Short CPU budget: stage 2 keeps the stage-1 learning rate (METHOD: x0.1 for long runs) in both arms.
     stage2_lr_factor: float = 1.0
     report_weight: float = 0.1
-    # The Absence Loss (rsuper.losses.absence, not in the paper) is off: at weight 1 it removed the healthy
-    # arterial kidneys that both arms call tumor, but on the untouched seeds 5-7 it cost more kidney tumors than
-    # it saved false positives (BENCHMARKS.md, session 9). Inert in stage 1 and in masks-only either way.
-    absence_weight: float = 0.0
     tumor_crop_prob: float = 0.8
-    # Contrast-phase augmentation of every training run (rsuper.data.contrast): largest per-organ HU offset.
-    # Off: at 150 HU it made stage 1's pseudo-labels worse and R-Super call healthy kidneys tumor (BENCHMARKS.md,
-    # session 13).
-    organ_shift_hu: float = 0.0
-    # Organ-balanced lesion BCE of every training run (rsuper.losses.segmentation.organ_balanced_bce), weight.
-    # Off: at 1.0 it untied the kidney-lesion channel from one side and helped pancreatic F1, but cost liver
-    # specificity (BENCHMARKS.md, session 14).
-    lesion_organ_bce: float = 0.0
-    # Organs whose lesion channels get that BCE (None: all three). Kidney and pancreas only, at 1.0: DSC up but F1
-    # down (sensitivity for specificity) on fresh seeds 18-20, not adopted (BENCHMARKS.md, session 15).
-    lesion_organ_bce_organs: tuple[str, ...] | None = None
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
     # Test-time augmentation of both arms' predictions (rsuper.infer.predict.TTA_MODES). "mirror": the mean of the
@@ -133,6 +118,10 @@ class DemoPlan:
         except json.JSONDecodeError as error:
             raise ConfigError(f"not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}",
                               PLAN_ERROR, path) from None
+        try:  # a plan of an older rsuper may hold options removed since (at "off": dropped, else refused)
+            raw = drop_removed_options(raw, where="the plan")
+        except ValueError as error:
+            raise ConfigError(str(error).splitlines(), PLAN_ERROR, path) from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -150,7 +139,7 @@ class DemoPlan:
         """Raises :class:`ConfigError` listing every problem of the plan (its training runs' TrainConfig fields,
         ``stage2_options`` included), so that a bad plan stops before the first step, not after the training."""
         problems: list[str] = []
-        renamed = {"absence_volume_mm3": "volume_threshold_mm3", "mask_crop_probs": "tumor_crop_prob"}
+        renamed = {"mask_crop_probs": "tumor_crop_prob"}
         options = {key: f"stage2_options.{key}" for key in self.stage2_options}
         runs = ((1, self.stage1_steps, None, {}, {**renamed, "steps": "stage1_steps"}),
                 (2, self.stage2_steps, self.out / "stage1.pt", self.stage2_options,
@@ -178,9 +167,6 @@ class DemoPlan:
             stage=stage, init=init, target_organs=list(self.target_organs), model=self.model,
             patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
             lr=self.lr, stage2_lr_factor=self.stage2_lr_factor, report_weight=self.report_weight,
-            absence_weight=self.absence_weight, absence_volume_mm3=self.volume_threshold_mm3,
-            organ_shift_hu=self.organ_shift_hu, lesion_organ_bce=self.lesion_organ_bce,
-            lesion_organ_bce_organs=self.lesion_organ_bce_organs,
             warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
             mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
                              "random": (1 - self.tumor_crop_prob) / 2},

@@ -97,8 +97,7 @@ def validation_problems(error: ValidationError, names: Mapping[str, str] | None 
             line = f"{field} must be {msg.removeprefix('Input should be ')}, got {show_value(item.get('input'))}"
         else:
             line = f"{field}: {msg[:1].lower()}{msg[1:]}, got {show_value(item.get('input'))}"
-        if line not in lines:
-            lines.append(line)
+        lines += [part for part in line.splitlines() if part not in lines]  # a validator may give several lines
     return lines
 
 

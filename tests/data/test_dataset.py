@@ -40,7 +40,6 @@ def test_linked_subsegments_form_one_group_with_summed_volume():
     assert body_tail.total_volume_mm3 == pytest.approx(604.8 + 4188.8, abs=0.1)  # METHOD.md §10
     assert body_tail.volumes_mm3[0] > body_tail.volumes_mm3[1]  # largest first
     assert body_tail.diameters_mm == (20.0, 11.0)
-    assert body_tail.hypoattenuating == (False, True)  # the report's attenuation, same order
     assert set(sup.unknown["pancreatic_lesion"]) == {"pancreas_head", "pancreas_body", "pancreas_tail"}
 
 
@@ -139,8 +138,6 @@ def test_report_sample_unknown_region_volumes(report_data, seed):
     expected = {"pancreatic_lesion": volume_from_diameters([11, 10]), "kidney_lesion": volume_from_diameters([8])}
     assert sample["tumor_volumes_mm3"].sum().item() == pytest.approx(expected[choice["lesion_class"]], rel=1e-5)
     assert sample["tumor_volumes_mm3"].shape == (16,)
-    hypo = {"pancreatic_lesion": 1.0, "kidney_lesion": 0.0}[choice["lesion_class"]]  # the pancreatic one is "hypo"
-    assert sample["tumor_hypoattenuating"].tolist() == [hypo] + [0.0] * 15
 
 
 def test_healthy_report_case_has_known_negative_lesions(report_data):

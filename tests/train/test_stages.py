@@ -88,18 +88,15 @@ def test_report_loss_options_reach_the_loss(data):
     if not final1.is_file():
         final1 = train(_config(data, "s1"), show_progress=False)
     options = dict(volume_tolerance=0.2, ball_margin=0.1, ball_volume_mode="rsuper_code", ball_rank_weighted=True,
-                   ball_weight=0.0, volume_weight=2.0, absence_weight=0.5, absence_volume_mm3=200.0,
-                   absence_min_prob=0.3, ball_attenuation_weight=1.0)
+                   ball_weight=0.0, volume_weight=2.0)
     cfg = _config(data, "s2_options", stage=2, init=final1, tumors=data / "tumors.csv", **options)
     loss_fn = Trainer(cfg, DistributedContext()).loss_fn
-    assert loss_fn.ball_attenuation_weight == 1.0
-    train(cfg.model_copy(update={"steps": 4}), show_progress=False)  # the trainer hands the loss its image
+    train(cfg.model_copy(update={"steps": 4}), show_progress=False)
     rows = _rows(data / "s2_options" / "metrics.csv")
     assert rows and all(math.isfinite(float(r["total"])) for r in rows)
     assert (loss_fn.tolerance, loss_fn.margin) == (0.2, 0.1)
     assert (loss_fn.volume_mode, loss_fn.rank_weighted) == ("rsuper_code", True)
     assert (loss_fn.ball_weight, loss_fn.volume_weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
-    assert (loss_fn.absence_weight, loss_fn.absence_volume_mm3, loss_fn.absence_min_prob) == (0.5, 200.0, 0.3)
     with pytest.raises(ValueError, match="ball_volume_mode"):
         _config(data, "bad", ball_volume_mode="sphere")
 

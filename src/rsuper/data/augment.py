@@ -2,8 +2,7 @@
 
 Spatial: ``RandAffined`` (rotation up to +-15 deg about each axis, scale +-10 %), applied to a fraction
 of the samples; a left-right mirror (array axis 0 of the RAS cache) of half the samples; intensity:
-``RandScaleIntensityd``, ``RandShiftIntensityd``, ``RandGaussianNoised``; optionally, first, the contrast-phase
-augmentation of ``rsuper.data.contrast`` (each organ shifted by its own HU offset).
+``RandScaleIntensityd``, ``RandShiftIntensityd``, ``RandGaussianNoised``.
 
 The mirror is meant to stop a network trained on few masks from learning "tumors are on the side they
 were on in the training CTs" (seen on the demo: a kidney-tumor channel that fired only in right
@@ -30,7 +29,6 @@ import numpy as np
 import torch
 
 from rsuper.anatomy.labels import mirror_channel_map
-from rsuper.data.contrast import OrganContrastShift
 
 BITS = 24  # integers below 2**24 are exact in float32
 
@@ -64,8 +62,6 @@ class PatchAugmentation:
         intensity_prob: probability of each intensity transform.
         rotate_rad: maximum rotation about each axis (radians).
         scale: maximum relative zoom.
-        organ_shift_hu: largest per-organ HU offset of the contrast-phase augmentation (0 = off).
-        organ_shift_prob: share of samples that get the per-organ offsets.
     """
 
     def __init__(
@@ -76,8 +72,6 @@ class PatchAugmentation:
         intensity_prob: float = 0.15,
         rotate_rad: float = 0.26,
         scale: float = 0.1,
-        organ_shift_hu: float = 0.0,
-        organ_shift_prob: float = 0.5,
     ) -> None:
         # MONAI is imported here: its import takes seconds and runs without augmentation do not need it.
         from monai.transforms import (
@@ -91,7 +85,6 @@ class PatchAugmentation:
         self.spatial_prob = spatial_prob
         self.mirror_prob = mirror_prob if class_names else 0.0
         self.mirror_source, self.side_defined = mirror_channel_map(list(class_names or []))
-        self.organ_shift = OrganContrastShift(list(class_names or []), organ_shift_hu, organ_shift_prob)
         self.spatial = RandAffined(
             keys=["image", "packed"],
             prob=1.0,
@@ -118,8 +111,6 @@ class PatchAugmentation:
         """
         from monai.utils import convert_to_tensor
 
-        # Its own stream, so switching the contrast augmentation on leaves every other decision unchanged.
-        image = self.organ_shift(image, targets[: len(self.mirror_source)], np.random.default_rng([seed, 0xC7]))
         rng = np.random.default_rng([seed, 0xA5])
         spatial = bool(rng.random() < self.spatial_prob)
         if spatial:

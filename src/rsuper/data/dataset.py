@@ -8,9 +8,7 @@ with a fixed mask:report mix, different per DDP rank.
 
 A sample is a dict:
     image (1, X, Y, Z) float32 normalised CT; label, unknown, region (C, X, Y, Z) uint8 (the trainer casts
-    them to float); tumor_volumes_mm3, tumor_diameters_mm, tumor_hypoattenuating (T,) float32, 0-padded,
-    largest first (the last 1 where the report calls the tumor hypoattenuating);
-    is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
+    them to float); tumor_volumes_mm3, tumor_diameters_mm (T,) float32, 0-padded, largest first; is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
 
 Example:
     >>> mask_cases, report_cases, skipped = collect_training_cases([mask_cache, report_cache], findings, classes,
@@ -114,8 +112,6 @@ class TrainingDataset(Dataset):
         report_random_crop_prob: float = 0.1,
         augment: bool = True,
         mirror_prob: float = 0.5,
-        organ_shift_hu: float = 0.0,
-        organ_shift_prob: float = 0.5,
     ) -> None:
         self.cases = (list(mask_cases), list(report_cases))
         self.class_names = list(class_names)
@@ -127,14 +123,7 @@ class TrainingDataset(Dataset):
         self.report_random_crop_prob = report_random_crop_prob
         self.tumor_classes = [labels.lesion_class(o) for o in target_organs]
         self.organ_classes = [c for o in target_organs for c in labels.ORGAN_MASK_CLASSES[o]]
-        self.augmentation = (
-            PatchAugmentation(
-                self.class_names, mirror_prob=mirror_prob, organ_shift_hu=organ_shift_hu,
-                organ_shift_prob=organ_shift_prob,
-            )
-            if augment
-            else None
-        )
+        self.augmentation = PatchAugmentation(self.class_names, mirror_prob=mirror_prob) if augment else None
         self._loaded: dict[str, tuple[Any, CaseIndex]] = {}  # per worker process
 
     def __len__(self) -> int:
@@ -177,8 +166,6 @@ class TrainingDataset(Dataset):
         diameters = np.zeros(self.max_tumors, np.float32)
         volumes[: len(choice.volumes_mm3)] = choice.volumes_mm3
         diameters[: len(choice.diameters_mm)] = choice.diameters_mm
-        hypo = np.zeros(self.max_tumors, np.float32)
-        hypo[: len(choice.hypoattenuating)] = choice.hypoattenuating
         augmented = mirrored = False
         image_t = torch.from_numpy(image)[None]
         targets_t = torch.from_numpy(targets)
@@ -195,7 +182,6 @@ class TrainingDataset(Dataset):
             "region": region,
             "tumor_volumes_mm3": torch.from_numpy(volumes),
             "tumor_diameters_mm": torch.from_numpy(diameters),
-            "tumor_hypoattenuating": torch.from_numpy(hypo),
             "is_report": bool(case.is_report),
             "case_id": case.case_id,
             "choice": json.dumps({**json.loads(choice.to_json()), "augmented": augmented, "mirrored": mirrored}),

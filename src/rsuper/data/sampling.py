@@ -37,7 +37,7 @@ class CropChoice:
         start: first voxel of the patch (x, y, z); size: patch size in voxels.
         group: index into ``ReportSupervision.groups`` (None without a region).
         lesion_class / group_classes: the region's lesion channel and mask classes.
-        volumes_mm3 / diameters_mm / hypoattenuating: the group's reported tumors, largest first.
+        volumes_mm3 / diameters_mm: the group's reported tumors, largest first.
     """
 
     case_id: str
@@ -49,7 +49,6 @@ class CropChoice:
     group_classes: tuple[str, ...] = ()
     volumes_mm3: tuple[float, ...] = ()
     diameters_mm: tuple[float, ...] = ()
-    hypoattenuating: tuple[bool, ...] = ()
 
     def to_json(self) -> str:
         """JSON text of the choice (stored in each sample)."""
@@ -59,7 +58,8 @@ class CropChoice:
     def from_json(cls, text: str) -> CropChoice:
         """Inverse of ``to_json``."""
         data = json.loads(text)
-        for key in ("start", "size", "group_classes", "volumes_mm3", "diameters_mm", "hypoattenuating"):
+        data.pop("hypoattenuating", None)  # recorded by rsuper before the hypoattenuation prior was removed
+        for key in ("start", "size", "group_classes", "volumes_mm3", "diameters_mm"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
 
@@ -217,7 +217,6 @@ def choose_report_crop(
             group_classes=group.mask_classes,
             volumes_mm3=group.volumes_mm3,
             diameters_mm=group.diameters_mm,
-            hypoattenuating=group.hypoattenuating,
         )
     return choose_mask_crop(rng, case_id, index, shape, size_t, (), organ_classes, {"organ": 0.5, "random": 0.5})
 

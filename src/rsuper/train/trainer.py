@@ -52,7 +52,7 @@ from rsuper.train.metrics import MetricsLog
 from rsuper.train.schedule import warmup_poly_scheduler
 
 TARGET_KEYS = ("label", "unknown", "region")
-LOSS_TERMS = ("total", "seg_final", "seg_aux", "ball", "volume", "absence")
+LOSS_TERMS = ("total", "seg_final", "seg_aux", "ball", "volume")
 StepCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -183,15 +183,6 @@ class Trainer:
             lesion_channels=lesion_channels,
             ball_weight=config.ball_weight,
             volume_weight=config.volume_weight,
-            pooled_dice_channels=lesion_channels if config.lesion_pooled_dice else None,
-            ball_min_confidence=config.ball_min_confidence,
-            ball_region_background=config.ball_region_background,
-            ball_attenuation_weight=config.ball_attenuation_weight,
-            absence_weight=config.absence_weight,
-            absence_volume_mm3=config.absence_volume_mm3,
-            absence_min_prob=config.absence_min_prob,
-            organ_bce_weight=config.lesion_organ_bce,
-            lesion_organs=labels.lesion_organ_channels(self.class_names, config.lesion_organ_bce_organs),
         )
         self.step = 0
         if resume_payload is not None:
@@ -228,8 +219,7 @@ class Trainer:
         dataset = TrainingDataset(
             mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
             config.target_organs, config.max_tumors, config.mask_crop_probs, config.report_margin_mm,
-            config.report_random_crop_prob, config.augment, config.mirror_prob, config.organ_shift_hu,
-            config.organ_shift_prob,
+            config.report_random_crop_prob, config.augment, config.mirror_prob,
         )
         return dataset, len(mask_cases), len(report_cases)
 
@@ -353,10 +343,7 @@ class Trainer:
         self.supervised_voxels += (batch["unknown"] < 0.5).sum(dim=(0, 2, 3, 4)).double()
         image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
-        report_keys = ("tumor_volumes_mm3", "tumor_diameters_mm", "tumor_hypoattenuating")
-        targets.update({k: batch[k].to(self.device).float() for k in report_keys})
-        targets["image"] = image
-        targets["is_report"] = batch["is_report"].to(self.device)
+        targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         )
