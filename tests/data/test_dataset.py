@@ -10,7 +10,6 @@ import torch
 from train_helpers import make_cache, organ_masks
 
 from rsuper.config import default_class_names
-from rsuper.data.augment import pack_bits, unpack_bits
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.data.reportcases import build_report_supervision
 from rsuper.data.sampling import CaseIndex, group_start_range
@@ -187,7 +186,7 @@ def test_augmentation_never_cuts_the_group(report_data):
     ds = TrainingDataset(plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
         report_random_crop_prob=0.0,
     )
-    ds.augmentation.spatial_prob = 1.0  # always rotate/zoom
+    ds.augmentation.spatial.prob = 1.0  # always rotate/zoom
     index = _report_index(ds, "r_multi")
     augmented = 0
     for seed in range(8):
@@ -204,14 +203,6 @@ def test_augmentation_never_cuts_the_group(report_data):
     )
     mirrored = [json.loads(ds[(1, index, seed)]["choice"])["mirrored"] for seed in range(8)]
     assert any(mirrored) and not any(json.loads(never[(1, index, seed)]["choice"])["mirrored"] for seed in range(8))
-
-
-def test_bit_packing_round_trip():
-    rng = np.random.default_rng(0)
-    targets = torch.from_numpy(rng.integers(0, 2, (34, 5, 6, 7), dtype=np.uint8))
-    packed = pack_bits(targets)
-    assert packed.shape == (2, 5, 6, 7) and packed.dtype == torch.float32
-    assert torch.equal(unpack_bits(packed, 34), targets)
 
 
 def test_two_caches_must_agree(tmp_path):
