@@ -10,9 +10,10 @@ import torch
 from train_helpers import make_cache, organ_masks
 
 from rsuper.config import default_class_names
+from rsuper.data.augment import PatchAugmentation
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.data.reportcases import build_report_supervision
-from rsuper.data.sampling import CaseIndex, group_start_range
+from rsuper.data.sampling import CaseIndex, CropOptions, group_start_range
 from rsuper.reports.schema import CaseFindings, Lesion, volume_from_diameters
 
 CLASSES = default_class_names()
@@ -90,8 +91,8 @@ def report_data(tmp_path_factory):
     findings = make_cache(cache)
     mask_cases, report_cases, skipped = collect_training_cases(cache, findings, CLASSES, TARGETS)
     ds = TrainingDataset(
-        mask_cases, report_cases, CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, augment=False,
-        report_random_crop_prob=0.0,
+        mask_cases, report_cases, class_names=CLASSES, patch_size=(32, 32, 32), spacing_mm=(2.0, 2.0, 2.0),
+        target_organs=TARGETS, crops=CropOptions(report_random_crop_prob=0.0),
     )
     return cache, ds, skipped
 
@@ -183,9 +184,9 @@ def test_case_index_boxes():
 
 def test_augmentation_never_cuts_the_group(report_data):
     cache, plain, _ = report_data
-    ds = TrainingDataset(plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
-        report_random_crop_prob=0.0,
-    )
+    geometry = dict(class_names=CLASSES, patch_size=(32, 32, 32), spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS,
+                    crops=CropOptions(report_random_crop_prob=0.0))
+    ds = TrainingDataset(plain.cases[0], plain.cases[1], **geometry, augmentation=PatchAugmentation(CLASSES))
     ds.augmentation.spatial.prob = 1.0  # always rotate/zoom
     index = _report_index(ds, "r_multi")
     augmented = 0
@@ -198,9 +199,8 @@ def test_augmentation_never_cuts_the_group(report_data):
         assert not any(region.take(i, axis=a).any() for a in range(3) for i in (0, -1)) or not choice["augmented"]
         assert sample["image"].dtype == torch.float32 and sample["unknown"].dtype == torch.uint8
     assert augmented > 0
-    never = TrainingDataset(plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
-        report_random_crop_prob=0.0, mirror_prob=0.0,
-    )
+    never = TrainingDataset(plain.cases[0], plain.cases[1], **geometry,
+                            augmentation=PatchAugmentation(CLASSES, mirror_prob=0.0))
     mirrored = [json.loads(ds[(1, index, seed)]["choice"])["mirrored"] for seed in range(8)]
     assert any(mirrored) and not any(json.loads(never[(1, index, seed)]["choice"])["mirrored"] for seed in range(8))
 
@@ -221,8 +221,8 @@ def test_mask_crop_kinds(report_data):
     _, plain, _ = report_data
     for kind, channel in (("tumor", "liver_lesion"), ("organ", "liver")):
         ds = TrainingDataset(
-            plain.cases[0], [], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, mask_crop_probs={kind: 1.0},
-            augment=False,
+            plain.cases[0], [], class_names=CLASSES, patch_size=(32, 32, 32), spacing_mm=(2.0, 2.0, 2.0),
+            target_organs=TARGETS, crops=CropOptions(mask_crop_probs={kind: 1.0}),
         )
         for seed in range(4):
             sample = ds[(0, 0, seed)]
@@ -258,7 +258,8 @@ def test_default_samples_are_pinned(tmp_path):
     findings = make_cache(tmp_path / "cache")
     mask_cases, report_cases, _ = collect_training_cases(tmp_path / "cache", findings, CLASSES, TARGETS)
     assert report_cases[2].case_id == "r_multi"
-    ds = TrainingDataset(mask_cases, report_cases, CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS)
+    ds = TrainingDataset(mask_cases, report_cases, class_names=CLASSES, patch_size=(32, 32, 32),
+                         spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS, augmentation=PatchAugmentation(CLASSES))
     for key, (kind, augmented, mirrored, digest) in PINNED_SAMPLES.items():
         sample = ds[key]
         choice = json.loads(sample["choice"])

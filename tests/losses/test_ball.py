@@ -221,7 +221,7 @@ def test_volume_loss_does_not_count_a_neighbouring_unknown_group() -> None:
     aux = torch.zeros(region.shape, requires_grad=True)
     batch = {"label": torch.zeros(region.shape), "unknown": unknown, "region": region,
              "tumor_volumes_mm3": torch.tensor([[268.0]]), "tumor_diameters_mm": torch.tensor([[8.0]])}
-    terms = ReportSupervisedLoss((1.0, 1.0, 1.0), report_weight=0.1)(torch.zeros(region.shape), aux, batch)
+    terms = ReportSupervisedLoss(spacing_mm=(1.0, 1.0, 1.0), report_weight=0.1)(torch.zeros(region.shape), aux, batch)
     terms["volume"].backward()
     touched = (aux.grad[head] != 0).sum().item()
     assert touched == 0, f"the Volume Loss counts {touched} voxels of the unknown head"

@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from rsuper.losses import (
+    BallLossOptions,
     MaskedSegmentationLoss,
     ReportSupervisedLoss,
+    VolumeLossOptions,
     ball_loss,
     known_mask,
     segmentation_loss,
@@ -73,7 +75,7 @@ def _batch(dtype: torch.dtype = torch.float32):
 def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     final, aux, batch = _batch()
     final, aux = final.detach(), aux.detach()
-    out = ReportSupervisedLoss(ISO, report_weight=0.1)(final, aux, batch)
+    out = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1)(final, aux, batch)
     assert set(out) == {"total", "seg_final", "seg_aux", "ball", "volume"}
     args = (batch["unknown"], ISO)
     assert float(out["seg_final"]) == pytest.approx(float(segmentation_loss(final, batch["label"], *args)), rel=1e-5)
@@ -84,27 +86,29 @@ def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     assert float(out["volume"]) == pytest.approx(float(vol), rel=1e-5)
     expected = 0.5 * out["seg_final"] + 0.5 * out["seg_aux"] + 0.1 * 0.5 * (out["ball"] + out["volume"])
     assert float(out["total"]) == pytest.approx(float(expected), rel=1e-6)
-    stage1 = ReportSupervisedLoss(ISO, report_weight=0.0)(final, aux, batch)
+    stage1 = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.0)(final, aux, batch)
     assert float(stage1["ball"]) == 0.0 and float(stage1["volume"]) == 0.0
 
 
 def test_term_weights_ablate_the_ball_or_the_volume_loss() -> None:
     final, aux, batch = _batch()
-    full = ReportSupervisedLoss(ISO, report_weight=0.1)(final.detach(), aux.detach(), batch)
-    no_ball = ReportSupervisedLoss(ISO, report_weight=0.1, ball_weight=0.0)(final, aux, batch)
+    full = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1)(final.detach(), aux.detach(), batch)
+    no_ball = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1, ball=BallLossOptions(weight=0.0))(final, aux, batch)
     seg = 0.5 * full["seg_final"] + 0.5 * full["seg_aux"]
     assert float(no_ball["ball"]) == pytest.approx(float(full["ball"])) and float(full["ball"]) > 0  # still reported
     assert float(no_ball["total"]) == pytest.approx(float(seg + 0.05 * full["volume"]), rel=1e-6)
     no_ball["total"].backward()
     assert float(final.grad[0, 2, 17, 17, 17]) == 0.0  # the region of the final output: only the Ball Loss
-    no_volume = ReportSupervisedLoss(ISO, report_weight=0.1, volume_weight=0.0)(final.detach(), aux, batch)
+    no_volume = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1, volume=VolumeLossOptions(weight=0.0))(
+        final.detach(), aux, batch)
     assert float(no_volume["total"]) == pytest.approx(float(seg + 0.05 * full["ball"]), rel=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_unknown_voxels_never_get_gradient(dtype: torch.dtype) -> None:
     final, aux, batch = _batch(dtype)
-    out = ReportSupervisedLoss(ISO, report_weight=1.0, rank_weighted=True, lesion_channels=[2])(final, aux, batch)
+    out = ReportSupervisedLoss(spacing_mm=ISO, report_weight=1.0, ball=BallLossOptions(rank_weighted=True),
+                               lesion_channels=[2])(final, aux, batch)
     assert out["total"].dtype == torch.float32 and math.isfinite(float(out["total"].detach()))
     out["total"].backward()
     for grad in (final.grad, aux.grad):
@@ -119,13 +123,22 @@ def test_missing_batch_key_is_a_clear_error() -> None:
     final, aux, batch = _batch()
     del batch["region"]
     with pytest.raises(KeyError, match="region"):
-        ReportSupervisedLoss(ISO)(final, aux, batch)
+        ReportSupervisedLoss(spacing_mm=ISO)(final, aux, batch)
+
+
+def test_loss_options_are_keyword_only_and_checked() -> None:
+    with pytest.raises(TypeError):
+        ReportSupervisedLoss(ISO)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="volume_mode"):
+        BallLossOptions(volume_mode="sphere")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tolerance"):
+        VolumeLossOptions(tolerance=1.5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu() -> None:
     final, aux, batch = _batch()
-    loss_fn = ReportSupervisedLoss(ISO, report_weight=1.0, lesion_channels=[2])
+    loss_fn = ReportSupervisedLoss(spacing_mm=ISO, report_weight=1.0, lesion_channels=[2])
     cpu = loss_fn(final, aux, batch)
     cpu["total"].backward()
     gpu_final = final.detach().cuda().to(torch.bfloat16).requires_grad_(True)

@@ -94,9 +94,9 @@ def test_report_loss_options_reach_the_loss(data):
     train(cfg.model_copy(update={"steps": 4}), show_progress=False)
     rows = _rows(data / "s2_options" / "metrics.csv")
     assert rows and all(math.isfinite(float(r["total"])) for r in rows)
-    assert (loss_fn.tolerance, loss_fn.margin) == (0.2, 0.1)
-    assert (loss_fn.volume_mode, loss_fn.rank_weighted) == ("rsuper_code", True)
-    assert (loss_fn.ball_weight, loss_fn.volume_weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
+    assert (loss_fn.volume.tolerance, loss_fn.ball.margin) == (0.2, 0.1)
+    assert (loss_fn.ball.volume_mode, loss_fn.ball.rank_weighted) == ("rsuper_code", True)
+    assert (loss_fn.ball.weight, loss_fn.volume.weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
     with pytest.raises(ValueError, match="ball_volume_mode"):
         _config(data, "bad", ball_volume_mode="sphere")
 

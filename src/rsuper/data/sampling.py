@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -25,6 +25,21 @@ from scipy import ndimage
 from rsuper.data.reportcases import ReportSupervision
 
 Box = tuple[tuple[int, int, int], tuple[int, int, int]]  # (lo, hi) voxel bounds, hi exclusive
+
+
+@dataclass(frozen=True)
+class CropOptions:
+    """How crops are drawn (docs/method.md §4; TrainConfig ``data.crops``).
+
+    Attributes:
+        mask_crop_probs: weights of a mask case's crop centre on a tumor / organ / random voxel.
+        report_margin_mm: the chosen report group plus this margin (per axis where it fits) lies in the patch.
+        report_random_crop_prob: share of report crops without a region (organ-centred or random, ½ each).
+    """
+
+    mask_crop_probs: Mapping[str, float] = field(default_factory=lambda: {"tumor": 0.5, "organ": 0.3, "random": 0.2})
+    report_margin_mm: float = 15.0
+    report_random_crop_prob: float = 0.1
 
 
 @dataclass(frozen=True)

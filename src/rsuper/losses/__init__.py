@@ -5,7 +5,7 @@ volumes and diameters are (B, T) padded with 0. See docs/losses.md.
 """
 
 from rsuper.losses.ball import BallLoss, BallPseudoLabels, ball_loss, ball_pseudo_labels, rank_weights
-from rsuper.losses.combine import ReportSupervisedLoss
+from rsuper.losses.combine import BallLossOptions, ReportSupervisedLoss, VolumeLossOptions
 from rsuper.losses.geometry import (
     ball_voxel_count,
     dilate_mm,
@@ -19,11 +19,13 @@ from rsuper.losses.volume import VolumeLoss, volume_loss, volume_loss_from_mm3
 
 __all__ = [
     "BallLoss",
+    "BallLossOptions",
     "BallPseudoLabels",
     "MaskedSegmentationLoss",
     "ReportRegion",
     "ReportSupervisedLoss",
     "VolumeLoss",
+    "VolumeLossOptions",
     "ball_loss",
     "ball_pseudo_labels",
     "ball_voxel_count",

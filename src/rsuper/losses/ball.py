@@ -101,6 +101,7 @@ def ball_pseudo_labels(
     diameters_mm: torch.Tensor,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     border_dilation_mm: float = BORDER_DILATION_MM,
@@ -199,6 +200,7 @@ def ball_loss_in_region(
     diameters_mm: torch.Tensor,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     rank_weighted: bool = False,
@@ -217,7 +219,8 @@ def ball_loss_in_region(
     z = select_channel(z_all, region.channel)
     p = torch.sigmoid(z)
     labels = ball_pseudo_labels(
-        p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin, volume_mode, border_dilation_mm
+        p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin=margin, volume_mode=volume_mode,
+        border_dilation_mm=border_dilation_mm,
     )
     pos = labels.positive
     supervised = pos | (select_channel(known, region.channel) > 0.5) | (region.dilated > 0.5)
@@ -259,6 +262,7 @@ def ball_loss(
     diameters_mm: torch.Tensor,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     rank_weighted: bool = False,
@@ -299,17 +303,18 @@ def ball_loss(
     check_spacing(spacing_mm)
     return ball_loss_in_region(
         logits,
-        report_region(region, spacing_mm, region_dilation_mm, unknown, unknown_dilation_mm),
+        report_region(region, spacing_mm, dilation_mm=region_dilation_mm, unknown=unknown,
+                      unknown_dilation_mm=unknown_dilation_mm),
         known_mask(unknown, spacing_mm, unknown_dilation_mm),
         diameters_mm,
         volumes_mm3,
         spacing_mm,
-        margin,
-        volume_mode,
-        rank_weighted,
-        border_dilation_mm,
-        lesion_channels,
-        target,
+        margin=margin,
+        volume_mode=volume_mode,
+        rank_weighted=rank_weighted,
+        border_dilation_mm=border_dilation_mm,
+        lesion_channels=lesion_channels,
+        target=target,
     )
 
 
@@ -323,6 +328,7 @@ class BallLoss(nn.Module):
     def __init__(
         self,
         spacing_mm: Spacing,
+        *,
         margin: float = 0.2,
         volume_mode: VolumeMode = "report",
         rank_weighted: bool = False,
@@ -351,9 +357,9 @@ class BallLoss(nn.Module):
             diameters_mm,
             volumes_mm3,
             self.spacing_mm,
-            self.margin,
-            self.volume_mode,
-            self.rank_weighted,
-            self.lesion_channels,
-            target,
+            margin=self.margin,
+            volume_mode=self.volume_mode,
+            rank_weighted=self.rank_weighted,
+            lesion_channels=self.lesion_channels,
+            target=target,
         )

@@ -63,6 +63,7 @@ def segmentation_loss(
     target: torch.Tensor,
     unknown: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     unknown_dilation_mm: float = UNKNOWN_DILATION_MM,
 ) -> torch.Tensor:
     """Masked BCE + soft Dice on known voxels, known = 1 - dilate(unknown, 2.5 mm).
@@ -88,10 +89,10 @@ class MaskedSegmentationLoss(nn.Module):
     Shapes: logits, target, unknown (B, C, X, Y, Z). Reduction: mean (see :func:`masked_bce_dice`).
     """
 
-    def __init__(self, spacing_mm: Spacing, unknown_dilation_mm: float = UNKNOWN_DILATION_MM) -> None:
+    def __init__(self, spacing_mm: Spacing, *, unknown_dilation_mm: float = UNKNOWN_DILATION_MM) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
         self.unknown_dilation_mm = unknown_dilation_mm
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
-        return segmentation_loss(logits, target, unknown, self.spacing_mm, self.unknown_dilation_mm)
+        return segmentation_loss(logits, target, unknown, self.spacing_mm, unknown_dilation_mm=self.unknown_dilation_mm)

@@ -34,7 +34,9 @@ from torch.utils.data import DataLoader
 
 from rsuper.anatomy import labels
 from rsuper.config import TrainConfig
+from rsuper.data.augment import PatchAugmentation
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
+from rsuper.data.sampling import CropOptions
 from rsuper.data.preprocess import load_manifest
 from rsuper.errors import ConfigError
 from rsuper.losses import combine
@@ -174,15 +176,12 @@ class Trainer:
         # healthy report CTs and mask CTs then push false-positive lesions down as strongly as tumor CTs push up.
         lesion_channels = [i for i, name in enumerate(self.class_names) if labels.is_lesion_class(name)]
         self.loss_fn = combine.ReportSupervisedLoss(
-            self.spacing_mm,
+            spacing_mm=self.spacing_mm,
             report_weight=config.effective_report_weight,
-            tolerance=config.volume_tolerance,
-            margin=config.ball_margin,
-            volume_mode=config.ball_volume_mode,
-            rank_weighted=config.ball_rank_weighted,
+            ball=combine.BallLossOptions(margin=config.ball_margin, volume_mode=config.ball_volume_mode,
+                                         rank_weighted=config.ball_rank_weighted, weight=config.ball_weight),
+            volume=combine.VolumeLossOptions(tolerance=config.volume_tolerance, weight=config.volume_weight),
             lesion_channels=lesion_channels,
-            ball_weight=config.ball_weight,
-            volume_weight=config.volume_weight,
         )
         self.step = 0
         if resume_payload is not None:
@@ -217,9 +216,11 @@ class Trainer:
             unused = f"{len(skipped)} unused" + (f" (e.g. {skipped[0]})" if skipped else "")
         self.console.print(f"{len(mask_cases)} mask cases, {len(report_cases)} report cases, {unused}")
         dataset = TrainingDataset(
-            mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
-            config.target_organs, config.max_tumors, config.mask_crop_probs, config.report_margin_mm,
-            config.report_random_crop_prob, config.augment, config.mirror_prob,
+            mask_cases, report_cases, class_names=self.class_names, patch_size=config.patch_size,
+            spacing_mm=self.spacing_mm, target_organs=config.target_organs, max_tumors=config.max_tumors,
+            crops=CropOptions(mask_crop_probs=config.mask_crop_probs, report_margin_mm=config.report_margin_mm,
+                              report_random_crop_prob=config.report_random_crop_prob),
+            augmentation=PatchAugmentation(self.class_names, mirror_prob=config.mirror_prob) if config.augment else None,
         )
         return dataset, len(mask_cases), len(report_cases)
 
