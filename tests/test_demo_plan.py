@@ -39,8 +39,8 @@ def test_stage2_options_reach_both_stage2_arms_only(tmp_path):
     plan = DemoPlan(out=tmp_path, stage2_options={"ball_weight": 0.0, "ball_rank_weighted": True})
     stage1 = plan.train_config("stage1", 1, 10, None, 0.0)
     arm = plan.train_config("R-Super", 2, 10, tmp_path / "stage1.pt", 0.5)
-    assert (stage1.ball_weight, stage1.ball_rank_weighted) == (1.0, False)
-    assert (arm.ball_weight, arm.ball_rank_weighted, arm.report_fraction) == (0.0, True, 0.5)
+    assert (stage1.loss.ball.weight, stage1.loss.ball.rank_weighted) == (1.0, False)
+    assert (arm.loss.ball.weight, arm.loss.ball.rank_weighted, arm.data.report_fraction) == (0.0, True, 0.5)
     with pytest.raises(ValidationError, match="bal_weight"):
         DemoPlan(out=tmp_path, stage2_options={"bal_weight": 0.0}).train_config("R-Super", 2, 10, tmp_path, 0.5)
 

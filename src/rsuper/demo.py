@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from rsuper.anatomy.organ_masks import case_is_done, process_case
 from rsuper.atomic import atomic_path, write_json_atomic
-from rsuper.config import TrainConfig, drop_removed_options
+from rsuper.config import FLAT_KEYS, TrainConfig, accepted_keys, drop_removed_options, set_option
 from rsuper.data.cases import discover_cases
 from rsuper.data.phantoms import generate_dataset
 from rsuper.data.preprocess import prepare_dataset
@@ -93,7 +93,8 @@ class DemoPlan:
     parallel_stage2: bool = True
     # Where training and prediction run ("auto": the GPU when there is one). Changes speed, not the plan.
     device: str = "auto"
-    # Extra TrainConfig fields of both stage-2 arms, e.g. {"ball_weight": 0.0} (benchmarks/bench_demo_ablation.py).
+    # Extra TrainConfig settings of both stage-2 arms (field names, old flat keys or dotted paths), e.g.
+    # {"ball_weight": 0.0} or {"loss.ball.weight": 0.0} (benchmarks/bench_demo_ablation.py).
     stage2_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -139,39 +140,53 @@ class DemoPlan:
         """Raises :class:`ConfigError` listing every problem of the plan (its training runs' TrainConfig fields,
         ``stage2_options`` included), so that a bad plan stops before the first step, not after the training."""
         problems: list[str] = []
-        renamed = {"mask_crop_probs": "tumor_crop_prob"}
-        options = {key: f"stage2_options.{key}" for key in self.stage2_options}
-        runs = ((1, self.stage1_steps, None, {}, {**renamed, "steps": "stage1_steps"}),
-                (2, self.stage2_steps, self.out / "stage1.pt", self.stage2_options,
-                 {**renamed, "steps": "stage2_steps", **options}))
-        for stage, steps, init, extra, names in runs:
+        plan_names = {path: name for name, path in PLAN_TO_CONFIG.items()}
+        options = {FLAT_KEYS.get(key, key): f"stage2_options.{key}" for key in self.stage2_options}
+        runs = ((1, self.stage1_steps, None, {**plan_names, "optim.steps": "stage1_steps"}),
+                (2, self.stage2_steps, self.out / "stage1.pt", {**plan_names, "optim.steps": "stage2_steps", **options}))
+        for stage, steps, init, names in runs:
             try:
-                TrainConfig.model_validate({**self._train_fields("check", stage, steps, init, 0.5), **extra})
+                TrainConfig.model_validate(self._config_data("check", stage, steps, init, 0.5))
             except ValidationError as error:
-                found = validation_problems(error, names, TrainConfig.model_fields)
+                found = validation_problems(error, names, accepted_keys())
                 problems += [p for p in found if p not in problems]
+            except ValueError as error:  # a removed option in stage2_options
+                problems += [p for p in str(error).splitlines() if p not in problems]
         if problems:
             raise ConfigError(problems, PLAN_ERROR)
 
     def train_config(self, name: str, stage: int, steps: int, init: Path | None, report_fraction: float) -> TrainConfig:
-        """The TrainConfig of one demo training run (stage 2: with ``stage2_options``)."""
-        config = TrainConfig(**self._train_fields(name, stage, steps, init, report_fraction))
-        if stage == 2 and self.stage2_options:
-            config = TrainConfig(**{**config.model_dump(), **self.stage2_options})
-        return config
+        """The (nested) TrainConfig of one demo training run (stage 2: with ``stage2_options`` on top)."""
+        return TrainConfig.model_validate(self._config_data(name, stage, steps, init, report_fraction))
 
-    def _train_fields(self, name: str, stage: int, steps: int, init: Path | None,
-                      report_fraction: float) -> dict[str, Any]:
-        return dict(
-            cache=self.out / "cache", tumors=self.out / "extract" / "tumors.csv", out=self.out / "runs" / name,
-            stage=stage, init=init, target_organs=list(self.target_organs), model=self.model,
-            patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
-            lr=self.lr, stage2_lr_factor=self.stage2_lr_factor, report_weight=self.report_weight,
-            warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
-            mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
-                             "random": (1 - self.tumor_crop_prob) / 2},
-            checkpoint_every=max(10, steps // 4), log_every=max(1, min(10, steps // 10)), device=self.device,
-        )
+    def _config_data(self, name: str, stage: int, steps: int, init: Path | None,
+                     report_fraction: float) -> dict[str, Any]:
+        other = (1 - self.tumor_crop_prob) / 2
+        data: dict[str, Any] = {
+            "cache": self.out / "cache", "tumors": self.out / "extract" / "tumors.csv", "out": self.out / "runs" / name,
+            "stage": stage, "init": init, "target_organs": list(self.target_organs), "model": self.model,
+            "data": {"patch_size": self.patch_size, "batch_size": self.batch_size, "workers": 0,
+                     "report_fraction": report_fraction,
+                     "crops": {"mask_crop_probs": {"tumor": self.tumor_crop_prob, "organ": other, "random": other}}},
+            "optim": {"steps": steps, "lr": self.lr, "stage2_lr_factor": self.stage2_lr_factor,
+                      "warmup_steps": max(1, steps // 20)},
+            "loss": {"report_weight": self.report_weight},
+            "seed": self.seed, "device": self.device,
+            "checkpoint_every": max(10, steps // 4), "log_every": max(1, min(10, steps // 10)),
+        }
+        if stage == 2:
+            for key, value in drop_removed_options(self.stage2_options, where="stage2_options").items():
+                set_option(data, key, value)
+        return data
+
+
+# Plan field -> the TrainConfig field it sets in every training run (problems name the plan field).
+PLAN_TO_CONFIG = {
+    "target_organs": "target_organs", "model": "model", "patch_size": "data.patch_size",
+    "batch_size": "data.batch_size", "tumor_crop_prob": "data.crops.mask_crop_probs", "lr": "optim.lr",
+    "stage2_lr_factor": "optim.stage2_lr_factor", "report_weight": "loss.report_weight", "seed": "seed",
+    "device": "device",
+}
 
 
 @dataclass
@@ -240,8 +255,9 @@ def _train_once(config: TrainConfig, log: Log, show_progress: bool = True) -> Pa
         log(f"train: reusing {final}")
         return final
     resume = (config.out / "last.pt").is_file()
-    log(f"train: {config.out.name} (stage {config.stage}, {config.steps} steps{', resuming' if resume else ''})")
-    on_step = None if show_progress else _StepPrinter(config.out.name, config.steps)
+    steps = config.optim.steps
+    log(f"train: {config.out.name} (stage {config.stage}, {steps} steps{', resuming' if resume else ''})")
+    on_step = None if show_progress else _StepPrinter(config.out.name, steps)
     return train(config.model_copy(update={"resume": resume}), show_progress=show_progress, on_step=on_step)
 
 

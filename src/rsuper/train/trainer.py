@@ -10,7 +10,7 @@ Exact resume: the batch of step ``s`` depends only on (seed, s, rank), and the c
 EMA, optimiser, scheduler, step and torch RNG state, so ``--resume`` continues as if never stopped.
 
 Example:
-    >>> final = train(TrainConfig(cache="cache", out="runs/s1", model="dynunet_small", steps=500))
+    >>> final = train(TrainConfig(cache="cache", out="runs/s1", model="dynunet_small", optim={"steps": 500}))
     >>> final
     PosixPath('runs/s1/final.pt')
 """
@@ -147,7 +147,8 @@ class Trainer:
             resume_payload = ckpt.load_checkpoint(last)
             stored = stored_run_config(resume_payload, last, config)
             # The stored run defines the run; only where/how it runs may change.
-            config = stored.model_copy(update={"resume": True, "device": config.device, "workers": config.workers})
+            data = stored.data.model_copy(update={"workers": config.data.workers})
+            config = stored.model_copy(update={"resume": True, "device": config.device, "data": data})
         self.config, self.ctx = config, ctx
         self.device = ctx.device
         self.console = Console(stderr=True, quiet=not ctx.is_main)
@@ -162,11 +163,13 @@ class Trainer:
         torch.manual_seed(config.seed)
         # channels-last 3D: same numbers, 2-3x faster convolution backward on CPU, tensor-core friendly on GPU.
         self.model = self._build_model(config).to(self.device, memory_format=torch.channels_last_3d)
-        self.ema = create_ema(self.model, config.ema_decay)
+        self.ema = create_ema(self.model, config.optim.ema_decay)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.effective_lr, weight_decay=config.weight_decay
+            self.model.parameters(), lr=config.effective_lr, weight_decay=config.optim.weight_decay
         )
-        self.scheduler = warmup_poly_scheduler(self.optimizer, config.warmup_steps, config.steps, config.poly_power)
+        self.scheduler = warmup_poly_scheduler(
+            self.optimizer, config.optim.warmup_steps, config.optim.steps, config.optim.poly_power
+        )
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         if self.amp_dtype is not None and self.device.type != "cuda":
             self.console.print(f"[yellow]amp={config.amp} needs a GPU; training in float32 on {self.device}[/]")
@@ -178,15 +181,14 @@ class Trainer:
         self.loss_fn = combine.ReportSupervisedLoss(
             spacing_mm=self.spacing_mm,
             report_weight=config.effective_report_weight,
-            ball=combine.BallLossOptions(margin=config.ball_margin, volume_mode=config.ball_volume_mode,
-                                         rank_weighted=config.ball_rank_weighted, weight=config.ball_weight),
-            volume=combine.VolumeLossOptions(tolerance=config.volume_tolerance, weight=config.volume_weight),
+            ball=combine.BallLossOptions(**config.loss.ball.model_dump()),
+            volume=combine.VolumeLossOptions(**config.loss.volume.model_dump()),
             lesion_channels=lesion_channels,
         )
         self.step = 0
         if resume_payload is not None:
             self._load_training_state(resume_payload)
-        elif config.stage == 1 and config.bias_init:
+        elif config.stage == 1 and config.optim.bias_init:
             self._init_output_bias()
         self.net: nn.Module = self.model
         if ctx.enabled:
@@ -203,7 +205,7 @@ class Trainer:
 
             findings = read_tumors_csv(config.tumors)
         mask_cases, report_cases, skipped = collect_training_cases(
-            config.cache, findings, self.class_names, config.target_organs, config.max_tumors
+            config.cache, findings, self.class_names, config.target_organs, config.data.max_tumors
         )
         if config.stage == 2 and not report_cases:
             raise ValueError(
@@ -216,11 +218,11 @@ class Trainer:
             unused = f"{len(skipped)} unused" + (f" (e.g. {skipped[0]})" if skipped else "")
         self.console.print(f"{len(mask_cases)} mask cases, {len(report_cases)} report cases, {unused}")
         dataset = TrainingDataset(
-            mask_cases, report_cases, class_names=self.class_names, patch_size=config.patch_size,
-            spacing_mm=self.spacing_mm, target_organs=config.target_organs, max_tumors=config.max_tumors,
-            crops=CropOptions(mask_crop_probs=config.mask_crop_probs, report_margin_mm=config.report_margin_mm,
-                              report_random_crop_prob=config.report_random_crop_prob),
-            augmentation=PatchAugmentation(self.class_names, mirror_prob=config.mirror_prob) if config.augment else None,
+            mask_cases, report_cases, class_names=self.class_names, patch_size=config.data.patch_size,
+            spacing_mm=self.spacing_mm, target_organs=config.target_organs, max_tumors=config.data.max_tumors,
+            crops=CropOptions(**config.data.crops.model_dump()),
+            augmentation=(PatchAugmentation(self.class_names, mirror_prob=config.data.augment.mirror_prob)
+                          if config.data.augment.enabled else None),
         )
         return dataset, len(mask_cases), len(report_cases)
 
@@ -231,10 +233,10 @@ class Trainer:
             model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
         except TypeError as err:  # a keyword the network does not take
             raise ConfigError(f"model_kwargs {config.model_kwargs} do not fit model {config.model!r}: {err}") from None
-        bad = [p for p in config.patch_size if p % model.size_divisor]
+        bad = [p for p in config.data.patch_size if p % model.size_divisor]
         if bad:
             raise ConfigError(
-                f"patch_size {config.patch_size} must be a multiple of {model.size_divisor} for model {config.model!r}"
+                f"patch_size {config.data.patch_size} must be a multiple of {model.size_divisor} for model {config.model!r}"
             )
         if config.stage == 2 and not config.resume:
             payload = ckpt.load_checkpoint(config.init)
@@ -250,7 +252,9 @@ class Trainer:
 
     def _init_output_bias(self, n_batches: int = 8) -> None:
         """Output biases = log-odds of each channel's foreground fraction in sampled patches (METHOD.md §6)."""
-        sampler = MixedBatchSampler(self.n_mask, 0, self.config.batch_size, 0.0, n_batches, seed=self.config.seed + 7)
+        sampler = MixedBatchSampler(
+            self.n_mask, 0, self.config.data.batch_size, 0.0, n_batches, seed=self.config.seed + 7
+        )
         fg = np.zeros(len(self.class_names))
         known = np.zeros(len(self.class_names))
         for keys in sampler:
@@ -314,7 +318,7 @@ class Trainer:
             "rng": {"torch": rng_states},
         }
         return ckpt.make_payload(
-            c.model, 1, self.class_names, self.spacing_mm, c.patch_size, self.model.state_dict(),
+            c.model, 1, self.class_names, self.spacing_mm, c.data.patch_size, self.model.state_dict(),
             model_kwargs=c.model_kwargs, ema_state_dict=self.ema.module.state_dict(), training=training,
             config=c.to_dict(), supervised_voxels=dict(zip(self.class_names, supervised.tolist())),
         )
@@ -332,11 +336,12 @@ class Trainer:
     def _loader(self) -> DataLoader:
         c = self.config
         sampler = MixedBatchSampler(
-            self.n_mask, self.n_report, c.batch_size, c.report_fraction if c.stage == 2 else 0.0, c.steps,
+            self.n_mask, self.n_report, c.data.batch_size, c.data.report_fraction if c.stage == 2 else 0.0,
+            c.optim.steps,
             seed=c.seed, rank=self.ctx.rank, start_step=self.step,
         )
         return DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=c.workers, pin_memory=self.device.type == "cuda",
+            self.dataset, batch_sampler=sampler, num_workers=c.data.workers, pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
 
@@ -358,7 +363,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip))
         if self.amp_dtype != torch.float16 and not all_ranks_true(math.isfinite(grad_norm), self.ctx):
             self._diverged(f"gradient norm is {grad_norm} ({_fmt_losses(values)})")
         values["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -377,8 +382,9 @@ class Trainer:
         )
 
     def run(self, show_progress: bool = True, on_step: StepCallback | None = None) -> Path:
-        """Trains from ``self.step`` to ``config.steps``; returns ``OUT/final.pt``."""
+        """Trains from ``self.step`` to ``config.optim.steps``; returns ``OUT/final.pt``."""
         c = self.config
+        steps = c.optim.steps
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             from rsuper.atomic import write_text_atomic
@@ -394,7 +400,7 @@ class Trainer:
         )
         try:
             with progress:
-                task = progress.add_task("", total=c.steps, completed=self.step)
+                task = progress.add_task("", total=steps, completed=self.step)
                 for batch in self._loader():
                     values, grad_norm = self._train_step(batch)
                     self.step += 1
@@ -402,16 +408,16 @@ class Trainer:
                     progress.update(task, advance=1, description=_fmt_losses(values))
                     if on_step is not None:
                         on_step(self.step, values)
-                    if self.step % c.log_every == 0 or self.step == c.steps:
+                    if self.step % c.log_every == 0 or self.step == steps:
                         now = time.perf_counter()
                         row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                         row["lr"] = window[-1]["lr"]  # the lr of the last step in the window
-                        row["samples_per_s"] = len(window) * c.batch_size * self.ctx.world_size / (now - last_log)
+                        row["samples_per_s"] = len(window) * c.data.batch_size * self.ctx.world_size / (now - last_log)
                         row["elapsed_s"] = now - start_time
                         if log is not None:
                             log.write(self.step, row)
                         window, last_log = [], now
-                    if self.step % c.checkpoint_every == 0 and self.step < c.steps:
+                    if self.step % c.checkpoint_every == 0 and self.step < steps:
                         self.save("last.pt")
             self.save("last.pt")
             final = self.save("final.pt")
