@@ -16,7 +16,8 @@ from rsuper.models.registry import build_model
 from rsuper.reports.tables import write_tumors_csv
 from rsuper.train.schedule import warmup_poly_factor
 from rsuper.train.distributed import DistributedContext
-from rsuper.train.trainer import Trainer, TrainingDiverged, output_bias_parameters, train
+from rsuper.train.bias_init import output_bias_parameters
+from rsuper.train.trainer import Trainer, TrainingDiverged, train
 
 TINY = "train_helpers:make_tiny_net"
 
@@ -113,13 +114,6 @@ def test_cli_print_config_and_errors(data, tmp_path):
     assert runner.invoke(app, ["train", "--config", str(tmp_path / "typo.yaml")]).exit_code == 2
     missing = runner.invoke(app, ["train", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert missing.exit_code == 1 and "rsuper prepare" in missing.output
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_output_bias_probe_runs_on_the_models_device():
-    model = build_model("dynunet_small", 1, 3).cuda()
-    heads = output_bias_parameters(model, 3, 2 * model.size_divisor)
-    assert len(heads) == 2 and all(h.is_cuda for h in heads)
 
 
 def test_resume_never_imports_a_network_named_only_by_the_checkpoint(data, tmp_path, monkeypatch):
