@@ -213,7 +213,7 @@ def nest(data: Mapping[str, Any], where: str = "the run file") -> dict[str, Any]
     """
     out = _plain(drop_removed_options(data, where))
     problems = []
-    for key in [k for k in out if k in FLAT_KEYS or "." in k]:
+    for key in [k for k in out if k in FLAT_KEYS or (isinstance(k, str) and "." in k)]:
         value = out.pop(key)
         try:
             _set_path(out, FLAT_KEYS.get(key, key).split("."), value, key, overwrite=False)
@@ -292,7 +292,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _nested_layout(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and any(k in FLAT_KEYS or k in REMOVED_OPTIONS or "." in k for k in data):
+        if isinstance(data, Mapping) and any(k in FLAT_KEYS or k in REMOVED_OPTIONS or "." in str(k) for k in data):
             return nest(data)
         return data
 
@@ -392,7 +392,7 @@ class TrainConfig(BaseModel):
             raise ConfigError.from_validation(error, CONFIG_ERROR, source, names, fields=accepted_keys()) from None
 
     def updated(self, options: Mapping[str, Any]) -> TrainConfig:
-        """A validated copy with ``options`` set (field names, old flat keys or dotted paths; see :func:`set_option`)."""
+        """A validated copy with ``options`` set (field names, old flat keys or dotted paths; :func:`set_option`)."""
         data = self.model_dump()
         for key, value in drop_removed_options(options).items():
             set_option(data, key, value)
@@ -410,7 +410,8 @@ class TrainConfig(BaseModel):
 def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
-        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _merged(out[key], value) if both else value
     return out
 
 

@@ -265,3 +265,13 @@ def test_default_samples_are_pinned(tmp_path):
         choice = json.loads(sample["choice"])
         assert (choice["kind"], choice["augmented"], choice["mirrored"], _sample_digest(sample)) == (
             kind, augmented, mirrored, digest), key
+
+
+def test_crop_choice_json_round_trip_and_older_records():
+    from rsuper.data.sampling import CropChoice
+
+    choice = CropChoice("c", "group", (1, 2, 3), (32, 32, 32), 0, "pancreatic_lesion", ("pancreas_body",), (600.0,),
+                        (11.0,))
+    assert CropChoice.from_json(choice.to_json()) == choice
+    older = {**json.loads(choice.to_json()), "hypoattenuating": [True]}  # written before the prior was removed
+    assert CropChoice.from_json(json.dumps(older)) == choice
