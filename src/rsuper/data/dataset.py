@@ -155,12 +155,13 @@ class TrainingDataset(Dataset):
         shape = cached.image.shape
         if case.supervision is not None:
             return choose_report_crop(
-                rng, case.case_id, case.supervision, index, shape, self.patch_size, self.spacing_mm,
-                self.organ_classes, self.crops.report_margin_mm, self.crops.report_random_crop_prob,
+                rng, case.case_id, case.supervision, index, shape, self.patch_size, spacing_mm=self.spacing_mm,
+                organ_classes=self.organ_classes, margin_mm=self.crops.report_margin_mm,
+                random_crop_prob=self.crops.report_random_crop_prob,
             )
         return choose_mask_crop(
-            rng, case.case_id, index, shape, self.patch_size, self.tumor_classes, self.organ_classes,
-            self.crops.mask_crop_probs,
+            rng, case.case_id, index, shape, self.patch_size, tumor_classes=self.tumor_classes,
+            organ_classes=self.organ_classes, probs=self.crops.mask_crop_probs,
         )
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ stores it in the sample as JSON. Crops are given by their start voxel and size i
 
 Example:
     >>> index = CaseIndex.from_masks(masks)
-    >>> choice = choose_report_crop(rng, "case_1", supervision, index, shape, (96, 96, 96), (2.0, 2.0, 2.0))
+    >>> choice = choose_report_crop(rng, "case_1", supervision, index, shape, (96, 96, 96), spacing_mm=(2.0, 2.0, 2.0),
+    ...                             organ_classes=["pancreas"])
     >>> choice.kind, choice.start
     ('group', (10, 4, 30))
 """
@@ -172,6 +173,7 @@ def choose_mask_crop(
     index: CaseIndex,
     shape: Sequence[int],
     size: Sequence[int],
+    *,
     tumor_classes: Sequence[str],
     organ_classes: Sequence[str],
     probs: Mapping[str, float],
@@ -201,6 +203,7 @@ def choose_report_crop(
     index: CaseIndex,
     shape: Sequence[int],
     size: Sequence[int],
+    *,
     spacing_mm: Sequence[float],
     organ_classes: Sequence[str],
     margin_mm: float = 15.0,
@@ -233,7 +236,8 @@ def choose_report_crop(
             volumes_mm3=group.volumes_mm3,
             diameters_mm=group.diameters_mm,
         )
-    return choose_mask_crop(rng, case_id, index, shape, size_t, (), organ_classes, {"organ": 0.5, "random": 0.5})
+    return choose_mask_crop(rng, case_id, index, shape, size_t, tumor_classes=(), organ_classes=organ_classes,
+                            probs={"organ": 0.5, "random": 0.5})
 
 
 def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float = 0) -> np.ndarray:
