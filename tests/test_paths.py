@@ -144,7 +144,9 @@ def test_train_and_convert_checkpoint_are_refused(tmp_path):
     before = ckpt.read_bytes()
     _refused(runner.invoke(app, ["train", "--cache", str(cache), "--stage", "2", "--init", str(ckpt),
                                  "--out", str(ckpt.parent)]), ckpt.parent, ckpt)
-    _refused(runner.invoke(app, ["convert-checkpoint", str(ckpt), str(ckpt)]), ckpt)
+    (tmp_path / "classes.txt").write_text("liver\n")  # --classes is required since issue #26
+    classes = ["--classes", str(tmp_path / "classes.txt")]
+    _refused(runner.invoke(app, ["convert-checkpoint", str(ckpt), str(ckpt), *classes]), ckpt)
     assert ckpt.read_bytes() == before
 
 
