@@ -3,7 +3,7 @@
 The new folder links the base demo's data, extraction, organ masks and cache (hard links where possible, else
 copies; the base is never modified) and copies its stage-1 run, so only stage 2, prediction and evaluation
 run again. ``--set KEY=VALUE`` sets a TrainConfig field of both stage-2 arms (VALUE is JSON):
-``ball_weight``, ``volume_weight``, ``lesion_pooled_dice``, ``volume_tolerance``, ..., or one of the demo plan
+``ball_weight``, ``volume_weight``, ``ball_rank_weighted``, ``volume_tolerance``, ..., or one of the demo plan
 fields that only act after stage 1 (``stage2_steps``, ``report_weight``, ``volume_threshold_mm3``).
 
 ``--reuse-masks-only`` also copies the base masks-only arm and its predictions and retrains R-Super alone

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rsuper.config import default_class_names
+from rsuper.data.augment import PatchAugmentation
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.io import CT_NORMALISATION
 from rsuper.losses.combine import ReportSupervisedLoss
@@ -93,7 +94,9 @@ def make_cache(root: Path, shape: tuple[int, int, int], n_mask: int, n_report: i
 def bench_pipeline(cache: Path, findings, size: int, workers: int, batches: int, batch_size: int = 2):
     classes = default_class_names(TARGETS)
     mask_cases, report_cases, _ = collect_training_cases(cache, findings, classes, TARGETS)
-    dataset = TrainingDataset(mask_cases, report_cases, classes, (size,) * 3, (1.0, 1.0, 1.0), TARGETS)
+    dataset = TrainingDataset(mask_cases, report_cases, class_names=classes, patch_size=(size,) * 3,
+                              spacing_mm=(1.0, 1.0, 1.0), target_organs=TARGETS,
+                              augmentation=PatchAugmentation(classes))
     sampler = MixedBatchSampler(len(mask_cases), len(report_cases), batch_size, 0.5, steps=batches + 8, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=False,
                         prefetch_factor=2 if workers else None)
@@ -121,7 +124,7 @@ def bench_network(batch, model_name: str, device: torch.device, steps: int, amp:
     classes = default_class_names(TARGETS)
     model = build_model(model_name, 1, len(classes)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-    loss_fn = ReportSupervisedLoss((1.0, 1.0, 1.0), report_weight=0.1)
+    loss_fn = ReportSupervisedLoss(spacing_mm=(1.0, 1.0, 1.0), report_weight=0.1)
     data = {k: (v.to(device).float() if torch.is_tensor(v) else v) for k, v in batch.items()}
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 

@@ -5,9 +5,7 @@ checkpoint predicts the cached CT (sliding window at the training patch size, as
 Ball Loss pseudo-labels are built exactly as in training (region = the tumor's true sub-segments, R =
 region dilated 15 mm, the reported diameter and volume), and the precision is the share of pseudo-positive
 voxels inside a true tumor of that organ. The "darkest ball" row uses the negated CT instead of the
-network (inside the region only): how visible the tumors are by intensity alone. The "with_prior" row is the
-network's search with the hypoattenuation prior at weight 1 (``ball_attenuation_weight=1``, as if every
-tumor were reported hypoattenuating): what that option would teach from this checkpoint.
+network (inside the region only): how visible the tumors are by intensity alone.
 
 A stage-1 model whose precision is low makes the Ball Loss teach false positives (the network learns to
 "hedge"); this is the number to check before trusting stage 2 on new data.
@@ -29,7 +27,6 @@ from monai.inferers import sliding_window_inference
 
 from rsuper.data.preprocess import load_cached_case
 from rsuper.infer.predict import infer_logits_fn
-from rsuper.losses.attenuation import darkness_rank
 from rsuper.losses.ball import ball_pseudo_labels
 from rsuper.losses.region import report_region
 from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -45,11 +42,10 @@ def _mask(root: Path, case: str, name: str) -> np.ndarray:
 
 
 def _precision(score: torch.Tensor, region: np.ndarray, lesion: np.ndarray, diameters: list[float],
-               spacing: tuple[float, float, float], prior: torch.Tensor | None = None) -> float:
+               spacing: tuple[float, float, float]) -> float:
     dilated = report_region(torch.from_numpy(region)[None, None].float(), spacing).dilated
-    with_prior = {} if prior is None else {"prior": prior[None], "prior_tumors": torch.ones(1, 1), "prior_weight": 1.0}
     labels = ball_pseudo_labels(score[None].float(), dilated, torch.tensor([[diameters[0]]]),
-                                torch.tensor([[volume_from_diameters(diameters)]]), spacing, **with_prior)
+                                torch.tensor([[volume_from_diameters(diameters)]]), spacing)
     positive = labels.positive[0].numpy()
     return float((positive & lesion).sum() / max(positive.sum(), 1))
 
@@ -57,8 +53,7 @@ def _precision(score: torch.Tensor, region: np.ndarray, lesion: np.ndarray, diam
 def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
     """One row per true report-split tumor: organ, location, diameter (mm), the network's highest probability
     inside the case's lesion mask of that organ (the tumor itself for the pancreas, at most one per case; all the
-    organ's tumors for kidney and liver), and the pseudo-label precision of the network, of darkness and of the
-    network with the hypoattenuation prior."""
+    organ's tumors for kidney and liver), and the pseudo-label precision of the network and of darkness."""
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, use_ema=True).eval()
     names, patch = payload["class_names"], tuple(payload["patch_size"])
@@ -84,8 +79,6 @@ def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
                 "max_p_in_lesion_mask": float(channel[torch.from_numpy(lesion)].max()),
                 "network": _precision(channel, region, lesion, diameters, cached.spacing_mm),
                 "darkest_ball": _precision(dark, region, lesion, diameters, cached.spacing_mm),
-                "with_prior": _precision(channel, region, lesion, diameters, cached.spacing_mm,
-                                         darkness_rank(image[0], torch.from_numpy(region)[None])[0]),
             })
     return pd.DataFrame(rows)
 
@@ -99,7 +92,7 @@ def main() -> None:
     table = measure(args.checkpoint, args.demo_dir)
     if args.per_tumor:
         print(table.round(3).to_string())
-    summary = table.groupby("organ")[["network", "darkest_ball", "with_prior"]].agg(["mean", "count"]).round(3)
+    summary = table.groupby("organ")[["network", "darkest_ball"]].agg(["mean", "count"]).round(3)
     print(f"Ball Loss pseudo-label precision of {args.checkpoint} on {args.demo_dir} report CTs")
     print(summary.to_string())
 

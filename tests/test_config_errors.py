@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from rsuper.cli import app
@@ -14,6 +15,7 @@ from rsuper.config import TrainConfig
 from rsuper.errors import USAGE_ERROR, ConfigError
 
 runner = CliRunner()
+FIXTURES = Path(__file__).parent / "fixtures" / "config"
 
 
 def _lines(output: str) -> list[str]:
@@ -103,7 +105,8 @@ def test_configuration_stored_in_a_checkpoint_one_line_each(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    stored = {**TrainConfig(out=run).to_dict(), "lr": -1.0, "stpes": 3}
+    old = yaml.safe_load((FIXTURES / "flat_config_0acd596.yaml").read_text())  # a checkpoint of the flat layout
+    stored = {**old, "out": str(run), "lr": -1.0, "stpes": 3}
     save_checkpoint(run / "last.pt", make_payload("dynunet_small", 1, ["liver"], (2.0, 2.0, 2.0), (32, 32, 32),
                                                   state_dict={}, config=stored))
     result = runner.invoke(app, ["train", "--resume", "--out", str(run), "--device", "cpu"])
@@ -112,6 +115,16 @@ def test_configuration_stored_in_a_checkpoint_one_line_each(tmp_path):
         f"error: invalid training configuration in {run / 'last.pt'}:",
         "  lr must be greater than 0, got -1.0",
         "  stpes is not a TrainConfig field (did you mean steps?)",
+    ]
+    nested = TrainConfig(out=run).to_dict()
+    stored = {**nested, "optim": {**nested["optim"], "lr": -1.0, "stpes": 3}}
+    save_checkpoint(run / "last.pt", make_payload("dynunet_small", 1, ["liver"], (2.0, 2.0, 2.0), (32, 32, 32),
+                                                  state_dict={}, config=stored))
+    result = runner.invoke(app, ["train", "--resume", "--out", str(run), "--device", "cpu"])
+    assert result.exit_code == 2
+    assert _lines(result.output)[1:] == [
+        "  optim.lr must be greater than 0, got -1.0",
+        "  optim.stpes is not a TrainConfig field (did you mean optim.steps?)",
     ]
 
 

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from rsuper.demo import DemoPlan, check_same_plan, exit_with_parent
+from rsuper.errors import ConfigError
 
 
 def _write(plan: DemoPlan, path: Path) -> Path:
@@ -35,11 +36,11 @@ def test_plan_file_with_unknown_field_is_a_clear_error(tmp_path):
 
 
 def test_stage2_options_reach_both_stage2_arms_only(tmp_path):
-    plan = DemoPlan(out=tmp_path, stage2_options={"ball_weight": 0.0, "lesion_pooled_dice": True})
+    plan = DemoPlan(out=tmp_path, stage2_options={"ball_weight": 0.0, "ball_rank_weighted": True})
     stage1 = plan.train_config("stage1", 1, 10, None, 0.0)
     arm = plan.train_config("R-Super", 2, 10, tmp_path / "stage1.pt", 0.5)
-    assert (stage1.ball_weight, stage1.lesion_pooled_dice) == (1.0, False)
-    assert (arm.ball_weight, arm.lesion_pooled_dice, arm.report_fraction) == (0.0, True, 0.5)
+    assert (stage1.loss.ball.weight, stage1.loss.ball.rank_weighted) == (1.0, False)
+    assert (arm.loss.ball.weight, arm.loss.ball.rank_weighted, arm.data.report_fraction) == (0.0, True, 0.5)
     with pytest.raises(ValidationError, match="bal_weight"):
         DemoPlan(out=tmp_path, stage2_options={"bal_weight": 0.0}).train_config("R-Super", 2, 10, tmp_path, 0.5)
 
@@ -94,9 +95,20 @@ def test_resuming_a_run_of_an_older_plan_without_a_newer_field_is_a_clear_error(
         check_same_plan(plan)
 
 
-def test_absence_loss_of_the_plan_reaches_stage_2_at_the_detection_volume(tmp_path):
-    assert DemoPlan.default(tmp_path).absence_weight == 0.0  # off since session 9 (BENCHMARKS.md)
-    plan = dataclasses.replace(DemoPlan.default(tmp_path, seed=2), absence_weight=1.0)
-    arm = plan.train_config("R-Super", 2, 10, tmp_path / "stage1.pt", 0.5)
-    assert (arm.absence_weight, arm.absence_volume_mm3) == (1.0, plan.volume_threshold_mm3)
-    assert plan.train_config("stage1", 1, 10, None, 0.0).effective_report_weight == 0.0  # inert in stage 1
+def test_plan_of_an_older_rsuper_with_removed_options(tmp_path):
+    """Options removed since (BENCHMARKS.md decisions) load at their "off" values and are refused otherwise."""
+    plan = DemoPlan.default(tmp_path, seed=2)
+    old = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(plan).items()}
+    old.update(absence_weight=0.0, organ_shift_hu=0.0, lesion_organ_bce=0.0, lesion_organ_bce_organs=None)
+    (tmp_path / "demo_plan.json").write_text(json.dumps(old))
+    assert DemoPlan.load(tmp_path / "demo_plan.json") == plan
+    check_same_plan(plan)  # the same plan: its finished steps are reused
+    old.update(absence_weight=1.0, lesion_organ_bce=0.5)
+    (tmp_path / "demo_plan.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError) as caught:
+        DemoPlan.load(tmp_path / "demo_plan.json")
+    assert str(caught.value).splitlines() == [
+        f"invalid demo plan in {tmp_path / 'demo_plan.json'}:",
+        "  absence_weight was removed: not adopted, see BENCHMARKS.md decisions; delete it from the plan, got 1.0",
+        "  lesion_organ_bce was removed: not adopted, see BENCHMARKS.md decisions; delete it from the plan, got 0.5",
+    ]

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from rsuper.anatomy.organ_masks import case_is_done, process_case
 from rsuper.atomic import atomic_path, write_json_atomic
-from rsuper.config import TrainConfig
+from rsuper.config import FLAT_KEYS, TrainConfig, accepted_keys, drop_removed_options, set_option
 from rsuper.data.cases import discover_cases
 from rsuper.data.preprocess import prepare_dataset
 from rsuper.errors import ConfigError, validation_problems
@@ -82,22 +82,7 @@ class DemoPlan:
     # Short CPU budget: stage 2 keeps the stage-1 learning rate (METHOD: x0.1 for long runs) in both arms.
     stage2_lr_factor: float = 1.0
     report_weight: float = 0.1
-    # The Absence Loss (rsuper.losses.absence, not in the paper) is off: at weight 1 it removed the healthy
-    # arterial kidneys that both arms call tumor, but on the untouched seeds 5-7 it cost more kidney tumors than
-    # it saved false positives (BENCHMARKS.md, session 9). Inert in stage 1 and in masks-only either way.
-    absence_weight: float = 0.0
     tumor_crop_prob: float = 0.8
-    # Contrast-phase augmentation of every training run (rsuper.data.contrast): largest per-organ HU offset.
-    # Off: at 150 HU it made stage 1's pseudo-labels worse and R-Super call healthy kidneys tumor (BENCHMARKS.md,
-    # session 13).
-    organ_shift_hu: float = 0.0
-    # Organ-balanced lesion BCE of every training run (rsuper.losses.segmentation.organ_balanced_bce), weight.
-    # Off: at 1.0 it untied the kidney-lesion channel from one side and helped pancreatic F1, but cost liver
-    # specificity (BENCHMARKS.md, session 14).
-    lesion_organ_bce: float = 0.0
-    # Organs whose lesion channels get that BCE (None: all three). Kidney and pancreas only, at 1.0: DSC up but F1
-    # down (sensitivity for specificity) on fresh seeds 18-20, not adopted (BENCHMARKS.md, session 15).
-    lesion_organ_bce_organs: tuple[str, ...] | None = None
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
     # Test-time augmentation of both arms' predictions (rsuper.infer.predict.TTA_MODES). "mirror": the mean of the
@@ -108,7 +93,8 @@ class DemoPlan:
     parallel_stage2: bool = True
     # Where training and prediction run ("auto": the GPU when there is one). Changes speed, not the plan.
     device: str = "auto"
-    # Extra TrainConfig fields of both stage-2 arms, e.g. {"ball_weight": 0.0} (benchmarks/bench_demo_ablation.py).
+    # Extra TrainConfig settings of both stage-2 arms (field names, old flat keys or dotted paths), e.g.
+    # {"ball_weight": 0.0} or {"loss.ball.weight": 0.0} (benchmarks/bench_demo_ablation.py).
     stage2_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -133,6 +119,10 @@ class DemoPlan:
         except json.JSONDecodeError as error:
             raise ConfigError(f"not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}",
                               PLAN_ERROR, path) from None
+        try:  # a plan of an older rsuper may hold options removed since (at "off": dropped, else refused)
+            raw = drop_removed_options(raw, where="the plan")
+        except ValueError as error:
+            raise ConfigError(str(error).splitlines(), PLAN_ERROR, path) from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -150,42 +140,53 @@ class DemoPlan:
         """Raises :class:`ConfigError` listing every problem of the plan (its training runs' TrainConfig fields,
         ``stage2_options`` included), so that a bad plan stops before the first step, not after the training."""
         problems: list[str] = []
-        renamed = {"absence_volume_mm3": "volume_threshold_mm3", "mask_crop_probs": "tumor_crop_prob"}
-        options = {key: f"stage2_options.{key}" for key in self.stage2_options}
-        runs = ((1, self.stage1_steps, None, {}, {**renamed, "steps": "stage1_steps"}),
-                (2, self.stage2_steps, self.out / "stage1.pt", self.stage2_options,
-                 {**renamed, "steps": "stage2_steps", **options}))
-        for stage, steps, init, extra, names in runs:
+        plan_names = {path: name for name, path in PLAN_TO_CONFIG.items()}
+        options = {FLAT_KEYS.get(key, key): f"stage2_options.{key}" for key in self.stage2_options}
+        runs = ((1, self.stage1_steps, None, {**plan_names, "optim.steps": "stage1_steps"}),
+                (2, self.stage2_steps, self.out / "stage1.pt", {**plan_names, "optim.steps": "stage2_steps", **options}))
+        for stage, steps, init, names in runs:
             try:
-                TrainConfig.model_validate({**self._train_fields("check", stage, steps, init, 0.5), **extra})
+                TrainConfig.model_validate(self._config_data("check", stage, steps, init, 0.5))
             except ValidationError as error:
-                found = validation_problems(error, names, TrainConfig.model_fields)
+                found = validation_problems(error, names, accepted_keys())
                 problems += [p for p in found if p not in problems]
+            except ValueError as error:  # a removed option in stage2_options
+                problems += [p for p in str(error).splitlines() if p not in problems]
         if problems:
             raise ConfigError(problems, PLAN_ERROR)
 
     def train_config(self, name: str, stage: int, steps: int, init: Path | None, report_fraction: float) -> TrainConfig:
-        """The TrainConfig of one demo training run (stage 2: with ``stage2_options``)."""
-        config = TrainConfig(**self._train_fields(name, stage, steps, init, report_fraction))
-        if stage == 2 and self.stage2_options:
-            config = TrainConfig(**{**config.model_dump(), **self.stage2_options})
-        return config
+        """The (nested) TrainConfig of one demo training run (stage 2: with ``stage2_options`` on top)."""
+        return TrainConfig.model_validate(self._config_data(name, stage, steps, init, report_fraction))
 
-    def _train_fields(self, name: str, stage: int, steps: int, init: Path | None,
-                      report_fraction: float) -> dict[str, Any]:
-        return dict(
-            cache=self.out / "cache", tumors=self.out / "extract" / "tumors.csv", out=self.out / "runs" / name,
-            stage=stage, init=init, target_organs=list(self.target_organs), model=self.model,
-            patch_size=self.patch_size, batch_size=self.batch_size, steps=steps,
-            lr=self.lr, stage2_lr_factor=self.stage2_lr_factor, report_weight=self.report_weight,
-            absence_weight=self.absence_weight, absence_volume_mm3=self.volume_threshold_mm3,
-            organ_shift_hu=self.organ_shift_hu, lesion_organ_bce=self.lesion_organ_bce,
-            lesion_organ_bce_organs=self.lesion_organ_bce_organs,
-            warmup_steps=max(1, steps // 20), report_fraction=report_fraction, seed=self.seed, workers=0,
-            mask_crop_probs={"tumor": self.tumor_crop_prob, "organ": (1 - self.tumor_crop_prob) / 2,
-                             "random": (1 - self.tumor_crop_prob) / 2},
-            checkpoint_every=max(10, steps // 4), log_every=max(1, min(10, steps // 10)), device=self.device,
-        )
+    def _config_data(self, name: str, stage: int, steps: int, init: Path | None,
+                     report_fraction: float) -> dict[str, Any]:
+        other = (1 - self.tumor_crop_prob) / 2
+        data: dict[str, Any] = {
+            "cache": self.out / "cache", "tumors": self.out / "extract" / "tumors.csv", "out": self.out / "runs" / name,
+            "stage": stage, "init": init, "target_organs": list(self.target_organs), "model": self.model,
+            "data": {"patch_size": self.patch_size, "batch_size": self.batch_size, "workers": 0,
+                     "report_fraction": report_fraction,
+                     "crops": {"mask_crop_probs": {"tumor": self.tumor_crop_prob, "organ": other, "random": other}}},
+            "optim": {"steps": steps, "lr": self.lr, "stage2_lr_factor": self.stage2_lr_factor,
+                      "warmup_steps": max(1, steps // 20)},
+            "loss": {"report_weight": self.report_weight},
+            "seed": self.seed, "device": self.device,
+            "checkpoint_every": max(10, steps // 4), "log_every": max(1, min(10, steps // 10)),
+        }
+        if stage == 2:
+            for key, value in drop_removed_options(self.stage2_options, where="stage2_options").items():
+                set_option(data, key, value)
+        return data
+
+
+# Plan field -> the TrainConfig field it sets in every training run (problems name the plan field).
+PLAN_TO_CONFIG = {
+    "target_organs": "target_organs", "model": "model", "patch_size": "data.patch_size",
+    "batch_size": "data.batch_size", "tumor_crop_prob": "data.crops.mask_crop_probs", "lr": "optim.lr",
+    "stage2_lr_factor": "optim.stage2_lr_factor", "report_weight": "loss.report_weight", "seed": "seed",
+    "device": "device",
+}
 
 
 @dataclass
@@ -254,8 +255,9 @@ def _train_once(config: TrainConfig, log: Log, show_progress: bool = True) -> Pa
         log(f"train: reusing {final}")
         return final
     resume = (config.out / "last.pt").is_file()
-    log(f"train: {config.out.name} (stage {config.stage}, {config.steps} steps{', resuming' if resume else ''})")
-    on_step = None if show_progress else _StepPrinter(config.out.name, config.steps)
+    steps = config.optim.steps
+    log(f"train: {config.out.name} (stage {config.stage}, {steps} steps{', resuming' if resume else ''})")
+    on_step = None if show_progress else _StepPrinter(config.out.name, steps)
     return train(config.model_copy(update={"resume": resume}), show_progress=show_progress, on_step=on_step)
 
 

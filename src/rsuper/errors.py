@@ -9,11 +9,12 @@ Importable without pydantic, numpy or torch (the CLI imports it at start-up).
 
 Example:
     >>> try:
-    ...     TrainConfig.model_validate({"steps": -3, "stpes": 3})
+    ...     TrainConfig.model_validate({"optim": {"steps": -3}, "stpes": 3})
     ... except ValidationError as error:
-    ...     print(ConfigError.from_validation(error, "invalid training configuration", "run.yaml", fields=["steps"]))
+    ...     print(ConfigError.from_validation(error, "invalid training configuration", "run.yaml",
+    ...                                       fields=["steps", "optim.steps"]))
     invalid training configuration in run.yaml:
-      steps must be greater than or equal to 1, got -3
+      optim.steps must be greater than or equal to 1, got -3
       stpes is not a TrainConfig field (did you mean steps?)
 """
 
@@ -68,8 +69,9 @@ def validation_problems(error: ValidationError, names: Mapping[str, str] | None 
                         fields: Collection[str] = ()) -> list[str]:
     """One line per pydantic error: ``<field> must be <allowed>, got <value>`` and the like.
 
-    ``names`` renames top-level fields for display (e.g. ``{"ball_weight": "stage2_options.ball_weight"}``);
-    ``fields`` (the model's field names) lets an unknown field suggest the nearest known one.
+    ``names`` renames fields for display, by dotted location (e.g. ``{"optim.lr": "lr"}`` for a run file that
+    wrote the old flat key, ``{"bogus": "stage2_options.bogus"}``); ``fields`` (the names a file may use,
+    dotted for nested ones) lets an unknown field suggest the nearest known one.
     """
     lines: list[str] = []
     for item in error.errors(include_url=False):
@@ -79,17 +81,18 @@ def validation_problems(error: ValidationError, names: Mapping[str, str] | None 
         field = _field_name(loc, names or {})
         if kind in ("value_error", "assertion_error"):
             msg = msg.partition(", ")[2] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
-            top = str(loc[0]) if loc else ""
+            last = str(loc[-1]) if loc else ""
             if not field:
                 line = msg
-            elif msg.startswith(top):  # our validators' messages start with the field name
-                line = (names or {}).get(top, top) + msg[len(top):]
+            elif msg.startswith(last):  # our validators' messages start with the field name
+                line = field + msg[len(last):]
             else:
                 line = f"{field}: {msg}"
         elif not field:
             line = msg
         elif kind == "extra_forbidden":
-            near = difflib.get_close_matches(str(loc[-1]), list(fields), n=1) if len(loc) == 1 else []
+            dotted = ".".join(str(part) for part in loc)
+            near = difflib.get_close_matches(dotted, list(fields), n=1)
             line = f"{field} is not a {error.title} field" + (f" (did you mean {near[0]}?)" if near else "")
         elif kind == "missing":  # e.g. patch_size[2] of a 2-item list: show the list
             line = f"{field} is missing, got {show_value(item.get('input'))}" if len(loc) > 1 else f"{field} is required"
@@ -97,16 +100,22 @@ def validation_problems(error: ValidationError, names: Mapping[str, str] | None 
             line = f"{field} must be {msg.removeprefix('Input should be ')}, got {show_value(item.get('input'))}"
         else:
             line = f"{field}: {msg[:1].lower()}{msg[1:]}, got {show_value(item.get('input'))}"
-        if line not in lines:
-            lines.append(line)
+        lines += [part for part in line.splitlines() if part not in lines]  # a validator may give several lines
     return lines
 
 
 def _field_name(loc: tuple[Any, ...], names: Mapping[str, str]) -> str:
+    """``a.b[2].c`` for a location; its longest dotted prefix found in ``names`` is shown renamed."""
     if not loc:
         return ""
-    text = names.get(str(loc[0]), str(loc[0]))
-    for part in loc[1:]:
+    start = 1
+    text = str(loc[0])
+    for end in range(len(loc), 0, -1):
+        key = ".".join(str(part) for part in loc[:end])
+        if key in names and not any(isinstance(part, int) for part in loc[:end]):
+            text, start = names[key], end
+            break
+    for part in loc[start:]:
         text += f"[{part}]" if isinstance(part, int) else f".{part}"
     return text
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 
 # Canonical mask class names (AbdomenAtlas / R-Super spelling).
 ORGAN_CLASSES: tuple[str, ...] = (
@@ -199,22 +198,6 @@ def mirror_channel_map(class_names: list[str]) -> tuple[list[int], list[int]]:
     partners = [p if p in names else None for p in map(mirror_partner, names)]
     source = [names.index(p) if p is not None else i for i, p in enumerate(partners)]
     return source, [i for i, p in enumerate(partners) if p is None]
-
-
-def lesion_organ_channels(class_names: list[str], organs: Sequence[str] | None = None) -> dict[int, list[int]]:
-    """Lesion channel index -> indices of its organ's mask channels present in ``class_names``
-    (``kidney_lesion`` -> ``kidney_left``, ``kidney_right``); lesion channels without an organ channel are left out,
-    and so are those of organs not in ``organs`` when it is given."""
-    names = [canonical_class_name(n) for n in class_names]
-    out = {}
-    for i, name in enumerate(names):
-        organ = ORGAN_OF_LESION_CLASS.get(name)
-        if organs is not None and organ not in organs:
-            continue
-        members = [names.index(c) for c in ORGAN_MASK_CLASSES.get(organ, ()) if c in names] if organ else []
-        if members:
-            out[i] = members
-    return out
 
 
 def is_lesion_class(name: str) -> bool:

@@ -10,10 +10,10 @@ import torch
 from train_helpers import make_cache, organ_masks
 
 from rsuper.config import default_class_names
-from rsuper.data.augment import pack_bits, unpack_bits
+from rsuper.data.augment import PatchAugmentation
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
 from rsuper.data.reportcases import build_report_supervision
-from rsuper.data.sampling import CaseIndex, group_start_range
+from rsuper.data.sampling import CaseIndex, CropOptions, group_start_range
 from rsuper.reports.schema import CaseFindings, Lesion, volume_from_diameters
 
 CLASSES = default_class_names()
@@ -40,7 +40,6 @@ def test_linked_subsegments_form_one_group_with_summed_volume():
     assert body_tail.total_volume_mm3 == pytest.approx(604.8 + 4188.8, abs=0.1)  # METHOD.md §10
     assert body_tail.volumes_mm3[0] > body_tail.volumes_mm3[1]  # largest first
     assert body_tail.diameters_mm == (20.0, 11.0)
-    assert body_tail.hypoattenuating == (False, True)  # the report's attenuation, same order
     assert set(sup.unknown["pancreatic_lesion"]) == {"pancreas_head", "pancreas_body", "pancreas_tail"}
 
 
@@ -92,8 +91,8 @@ def report_data(tmp_path_factory):
     findings = make_cache(cache)
     mask_cases, report_cases, skipped = collect_training_cases(cache, findings, CLASSES, TARGETS)
     ds = TrainingDataset(
-        mask_cases, report_cases, CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, augment=False,
-        report_random_crop_prob=0.0,
+        mask_cases, report_cases, class_names=CLASSES, patch_size=(32, 32, 32), spacing_mm=(2.0, 2.0, 2.0),
+        target_organs=TARGETS, crops=CropOptions(report_random_crop_prob=0.0),
     )
     return cache, ds, skipped
 
@@ -139,8 +138,6 @@ def test_report_sample_unknown_region_volumes(report_data, seed):
     expected = {"pancreatic_lesion": volume_from_diameters([11, 10]), "kidney_lesion": volume_from_diameters([8])}
     assert sample["tumor_volumes_mm3"].sum().item() == pytest.approx(expected[choice["lesion_class"]], rel=1e-5)
     assert sample["tumor_volumes_mm3"].shape == (16,)
-    hypo = {"pancreatic_lesion": 1.0, "kidney_lesion": 0.0}[choice["lesion_class"]]  # the pancreatic one is "hypo"
-    assert sample["tumor_hypoattenuating"].tolist() == [hypo] + [0.0] * 15
 
 
 def test_healthy_report_case_has_known_negative_lesions(report_data):
@@ -187,10 +184,10 @@ def test_case_index_boxes():
 
 def test_augmentation_never_cuts_the_group(report_data):
     cache, plain, _ = report_data
-    ds = TrainingDataset(plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
-        report_random_crop_prob=0.0,
-    )
-    ds.augmentation.spatial_prob = 1.0  # always rotate/zoom
+    geometry = dict(class_names=CLASSES, patch_size=(32, 32, 32), spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS,
+                    crops=CropOptions(report_random_crop_prob=0.0))
+    ds = TrainingDataset(plain.cases[0], plain.cases[1], **geometry, augmentation=PatchAugmentation(CLASSES))
+    ds.augmentation.spatial.prob = 1.0  # always rotate/zoom
     index = _report_index(ds, "r_multi")
     augmented = 0
     for seed in range(8):
@@ -202,19 +199,10 @@ def test_augmentation_never_cuts_the_group(report_data):
         assert not any(region.take(i, axis=a).any() for a in range(3) for i in (0, -1)) or not choice["augmented"]
         assert sample["image"].dtype == torch.float32 and sample["unknown"].dtype == torch.uint8
     assert augmented > 0
-    never = TrainingDataset(plain.cases[0], plain.cases[1], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS,
-        report_random_crop_prob=0.0, mirror_prob=0.0,
-    )
+    never = TrainingDataset(plain.cases[0], plain.cases[1], **geometry,
+                            augmentation=PatchAugmentation(CLASSES, mirror_prob=0.0))
     mirrored = [json.loads(ds[(1, index, seed)]["choice"])["mirrored"] for seed in range(8)]
     assert any(mirrored) and not any(json.loads(never[(1, index, seed)]["choice"])["mirrored"] for seed in range(8))
-
-
-def test_bit_packing_round_trip():
-    rng = np.random.default_rng(0)
-    targets = torch.from_numpy(rng.integers(0, 2, (34, 5, 6, 7), dtype=np.uint8))
-    packed = pack_bits(targets)
-    assert packed.shape == (2, 5, 6, 7) and packed.dtype == torch.float32
-    assert torch.equal(unpack_bits(packed, 34), targets)
 
 
 def test_two_caches_must_agree(tmp_path):
@@ -233,11 +221,57 @@ def test_mask_crop_kinds(report_data):
     _, plain, _ = report_data
     for kind, channel in (("tumor", "liver_lesion"), ("organ", "liver")):
         ds = TrainingDataset(
-            plain.cases[0], [], CLASSES, (32, 32, 32), (2.0, 2.0, 2.0), TARGETS, mask_crop_probs={kind: 1.0},
-            augment=False,
+            plain.cases[0], [], class_names=CLASSES, patch_size=(32, 32, 32), spacing_mm=(2.0, 2.0, 2.0),
+            target_organs=TARGETS, crops=CropOptions(mask_crop_probs={kind: 1.0}),
         )
         for seed in range(4):
             sample = ds[(0, 0, seed)]
             assert json.loads(sample["choice"])["kind"] == kind
             lesions = sum(sample["label"][CLASSES.index(c)].sum() for c in ("liver_lesion", "pancreatic_lesion"))
             assert (lesions if kind == "tumor" else sample["label"][CLASSES.index(channel)].sum()) > 0
+
+
+# Samples of the default augmentation (crop, rotation/zoom, left-right mirror, intensity) pinned by checksum: a
+# refactor of the sampling or the augmentation must give the same samples for the same seed (the demo's samples).
+PINNED_SAMPLES = {
+    (0, 0, 0): ("organ", True, False, "097bc23127d5da02"),
+    (0, 0, 3): ("tumor", False, True, "48357abf2237d37e"),
+    (0, 0, 4): ("random", True, False, "010860466b8685f4"),
+    (1, 2, 4): ("group", True, False, "e7051d93c60d8a32"),
+    (1, 2, 9): ("group", False, True, "1dd83f080c9a9c09"),
+    (1, 2, 15): ("group", True, True, "630961261af5e27e"),
+    (1, 2, 17): ("group", False, False, "151b4f838b83196b"),
+}
+
+
+def _sample_digest(sample) -> str:
+    """sha256 (16 hex digits) of the image (rounded to 1e-4) and the targets and tumors, bit for bit."""
+    import hashlib
+
+    digest = hashlib.sha256(np.round(sample["image"].numpy().astype(np.float64), 4).tobytes())
+    for key in ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameters_mm"):
+        digest.update(sample[key].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_default_samples_are_pinned(tmp_path):
+    findings = make_cache(tmp_path / "cache")
+    mask_cases, report_cases, _ = collect_training_cases(tmp_path / "cache", findings, CLASSES, TARGETS)
+    assert report_cases[2].case_id == "r_multi"
+    ds = TrainingDataset(mask_cases, report_cases, class_names=CLASSES, patch_size=(32, 32, 32),
+                         spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS, augmentation=PatchAugmentation(CLASSES))
+    for key, (kind, augmented, mirrored, digest) in PINNED_SAMPLES.items():
+        sample = ds[key]
+        choice = json.loads(sample["choice"])
+        assert (choice["kind"], choice["augmented"], choice["mirrored"], _sample_digest(sample)) == (
+            kind, augmented, mirrored, digest), key
+
+
+def test_crop_choice_json_round_trip_and_older_records():
+    from rsuper.data.sampling import CropChoice
+
+    choice = CropChoice("c", "group", (1, 2, 3), (32, 32, 32), 0, "pancreatic_lesion", ("pancreas_body",), (600.0,),
+                        (11.0,))
+    assert CropChoice.from_json(choice.to_json()) == choice
+    older = {**json.loads(choice.to_json()), "hypoattenuating": [True]}  # written before the prior was removed
+    assert CropChoice.from_json(json.dumps(older)) == choice

@@ -1,4 +1,4 @@
-"""Left-right mirroring: channel bookkeeping, mirrored training samples, and flip TTA at inference."""
+"""Left-right mirroring at inference: the channel map and the flip TTA (training patches: tests/data/augment)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from rsuper.data.augment import PatchAugmentation
 from rsuper.infer.predict import PredictOptions, Predictor, predict_probabilities
 from rsuper.labels import mirror_channel_map, mirror_partner
 
@@ -20,40 +19,6 @@ def test_partners_and_channel_map():
     source, side_defined = mirror_channel_map(CLASSES)
     assert source == [0, 2, 1, 3, 4, 5]
     assert side_defined == [3, 4]  # pancreas_head, and adrenal_gland_left without its right partner
-
-
-def _sample(c=len(CLASSES), size=(8, 6, 4)):
-    rng = np.random.default_rng(0)
-    image = torch.from_numpy(rng.normal(size=(1, *size)).astype(np.float32))
-    targets = torch.from_numpy((rng.random((3 * c + 1, *size)) > 0.5).astype(np.uint8))
-    targets[-1] = 1
-    return image, targets
-
-
-def test_mirrored_sample_swaps_pairs_and_hides_side_defined_channels():
-    c = len(CLASSES)
-    aug = PatchAugmentation(CLASSES, mirror_prob=1.0, spatial_prob=0.0, intensity_prob=0.0)
-    image, targets = _sample()
-    out_image, out, _, mirrored = aug(image.clone(), targets.clone(), seed=3)
-    assert mirrored
-    torch.testing.assert_close(out_image, image.flip(1))
-    flipped = targets.flip(1)
-    for block in (0, 1, 2):  # label, unknown, region
-        torch.testing.assert_close(out[block * c + 1], flipped[block * c + 2])  # kidney_left <- right
-        torch.testing.assert_close(out[block * c + 2], flipped[block * c + 1])
-        torch.testing.assert_close(out[block * c + 5], flipped[block * c + 5])  # lesion channel moves only
-    assert bool((out[c + 3] == 1).all()) and bool((out[c + 4] == 1).all())  # side-defined: unknown
-    torch.testing.assert_close(out[-1], flipped[-1])
-
-
-def test_mirror_is_seeded_and_off_without_class_names():
-    image, targets = _sample()
-    aug = PatchAugmentation(CLASSES, mirror_prob=0.5, spatial_prob=0.0, intensity_prob=0.0)
-    mirrored = [not torch.equal(aug(image, targets, seed=s)[0], image) for s in range(40)]
-    assert 8 < sum(mirrored) < 32
-    assert mirrored == [not torch.equal(aug(image, targets, seed=s)[0], image) for s in range(40)]
-    plain = PatchAugmentation(None, spatial_prob=0.0, intensity_prob=0.0)
-    assert all(torch.equal(plain(image, targets, seed=s)[0], image) for s in range(10))
 
 
 def _patient_left(x):

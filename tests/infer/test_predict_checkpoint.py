@@ -28,7 +28,9 @@ def _checkpoint(path, config=None):
 
 @pytest.mark.parametrize(("config", "auto"), [(None, "none"), ({"augment": True, "mirror_prob": 0.5}, "mirror"),
                                               ({"augment": True, "mirror_prob": 0.0}, "none"),
-                                              ({"augment": False, "mirror_prob": 0.5}, "none")])
+                                              ({"augment": False, "mirror_prob": 0.5}, "none"),
+                                              ({"data": {"augment": {"enabled": True, "mirror_prob": 0.5}}}, "mirror"),
+                                              ({"data": {"augment": {"enabled": False, "mirror_prob": 0.5}}}, "none")])
 def test_auto_tta_mirrors_only_for_a_network_trained_on_mirrored_patches(tmp_path, config, auto):
     _checkpoint(tmp_path / "final.pt", config)
     predictor = Predictor.from_checkpoint(tmp_path / "final.pt")

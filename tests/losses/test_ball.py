@@ -170,21 +170,6 @@ def test_gradient_finite_nonzero_on_pseudo_tumor_and_region_zero_on_unknown() ->
     assert float(grad[:, 0].abs().max()) == 0.0  # channels that are not lesion channels
 
 
-def test_without_region_background_the_unknown_rest_of_the_region_is_not_supervised() -> None:
-    """A ball on healthy tissue must not push the (unknown) rest of the tumor's sub-segment toward 0."""
-    logits, region, unknown, diameters, volumes = _report_batch()
-    logits.requires_grad_(True)
-    ball_loss(logits, region, unknown, diameters, volumes, ISO, region_background=False).backward()
-    grad = logits.grad[0, 1]
-    dilated = report_region(region, ISO).dilated
-    labels = ball_pseudo_labels(torch.sigmoid(logits[:, 1]).detach(), dilated, diameters, volumes, ISO)
-    far = (dilated[0] > 0) & ~labels.background_zone[0]
-    known = known_mask(unknown, ISO)[0, 1] > 0
-    assert bool((far & ~known).any()) and float(grad[far & ~known].abs().max()) == 0.0
-    assert bool((far & known).any()) and bool((grad[far & known] > 0).all())  # known voxels of R: still "not tumor"
-    assert bool((grad[labels.positive[0]] < 0).all())
-
-
 def test_sample_without_region_gets_only_background_bce_on_known_voxels() -> None:
     logits, region, unknown, diameters, volumes = _report_batch()
     no_region = ball_loss(logits[1:], region[1:], unknown[1:], diameters[1:], volumes[1:], ISO, lesion_channels=[1])
@@ -212,35 +197,6 @@ def test_bfloat16_logits_run_in_float32() -> None:
     assert logits.grad.dtype == torch.bfloat16 and bool(torch.isfinite(logits.grad.float()).all())
 
 
-def test_confidence_is_the_mean_probability_in_the_centre_ball() -> None:
-    shape = (40, 40, 40)
-    region = _box_region(shape, 8, 32, ISO)[None]
-    uniform = torch.full((1, *shape), 0.3)
-    labels = _labels(uniform, region, [[8.0, 0.0]], [[268.0, 0.0]])
-    assert float(labels.confidence[0]) == pytest.approx(0.3, abs=1e-4)  # ball fully inside R
-    blob = torch.sigmoid(_blob_logits(shape, (20.5, 20.5, 20.5), 4.0, ISO))[None]
-    one = _labels(blob, region, [[8.0, 0.0]], [[268.0, 0.0]])
-    assert float(one.confidence[0]) > 0.5
-    two = _labels(torch.cat([blob, blob]), torch.cat([region, torch.zeros_like(region)]),
-                  [[8.0, 4.0], [0.0, 0.0]], [[268.0, 30.0], [0.0, 0.0]])
-    assert float(two.confidence[0]) < 0.2  # one blob seen, two reported: the second ball finds little
-    assert float(two.confidence[1]) == 1.0  # no region
-
-
-def test_unconfident_sample_gets_no_ball_loss() -> None:
-    logits, region, unknown, diameters, volumes = _report_batch()
-    blind = logits.clone()
-    blind[0, 1] = -3.0  # nothing seen in the region: the ball would land on arbitrary voxels
-    batch = torch.cat([logits[:1], blind[:1]]).requires_grad_(True)
-    two = [torch.cat([t[:1], t[:1]]) for t in (region, unknown, diameters, volumes)]
-    gated = ball_loss(batch, *two, ISO, min_confidence=0.2)
-    confident_only = ball_loss(logits[:1], region[:1], unknown[:1], diameters[:1], volumes[:1], ISO)
-    assert gated.item() == pytest.approx(confident_only.item(), rel=1e-6)
-    gated.backward()
-    assert float(batch.grad[1].abs().max()) == 0.0
-    assert float(ball_loss(blind[:1], *[t[:1] for t in (region, unknown, diameters, volumes)], ISO)) > 0  # ungated
-
-
 def _adjacent_groups() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A body region (20 x 10 x 16 voxels at 1 mm) next to an unknown-size head of the same size (channel 0)."""
     shape = (1, 1, 48, 12, 16)
@@ -265,7 +221,7 @@ def test_volume_loss_does_not_count_a_neighbouring_unknown_group() -> None:
     aux = torch.zeros(region.shape, requires_grad=True)
     batch = {"label": torch.zeros(region.shape), "unknown": unknown, "region": region,
              "tumor_volumes_mm3": torch.tensor([[268.0]]), "tumor_diameters_mm": torch.tensor([[8.0]])}
-    terms = ReportSupervisedLoss((1.0, 1.0, 1.0), report_weight=0.1)(torch.zeros(region.shape), aux, batch)
+    terms = ReportSupervisedLoss(spacing_mm=(1.0, 1.0, 1.0), report_weight=0.1)(torch.zeros(region.shape), aux, batch)
     terms["volume"].backward()
     touched = (aux.grad[head] != 0).sum().item()
     assert touched == 0, f"the Volume Loss counts {touched} voxels of the unknown head"

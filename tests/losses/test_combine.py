@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsuper.losses.segmentation import masked_bce_dice
 from rsuper.losses import (
+    BallLossOptions,
     MaskedSegmentationLoss,
     ReportSupervisedLoss,
+    VolumeLossOptions,
     ball_loss,
     known_mask,
     segmentation_loss,
@@ -45,31 +46,6 @@ def test_segmentation_loss_is_bce_plus_dice_on_known_voxels() -> None:
     assert float(logits.grad[0, 0, 8:].abs().min()) > 0.0
 
 
-def test_pooled_lesion_dice_makes_a_healthy_organ_false_positive_costly() -> None:
-    """Sample 0 has a tumor in lesion channel 0; sample 1 a false positive in lesion channel 1 (no tumor)."""
-    logits = torch.full((2, 8, 32, 32, 32), -10.0)  # ~260k voxels per sample, as in a small training patch
-    target = torch.zeros_like(logits)
-    target[0, 0, 4:8, 4:8, 4:8] = 1
-    logits[0, 0, 4:8, 4:8, 4:8] = 2.0
-    logits[1, 1, 10:12, 10:12, 10:12] = 3.0  # a confident false positive in a healthy organ
-    known = torch.ones_like(logits)
-
-    def fp_grad(pooled):
-        z = logits.clone().requires_grad_(True)
-        masked_bce_dice(z, target, known, pooled).backward()
-        return float(z.grad[1, 1, 10, 10, 10])
-
-    plain, pooled = fp_grad(None), fp_grad([0, 1])
-    assert plain > 0 and pooled > 20 * plain  # the voxel-mean BCE alone barely pushes it down
-    assert fp_grad([1]) == pytest.approx(plain)  # no positive among the pooled channels: no extra term
-    with torch.no_grad():
-        extra = masked_bce_dice(logits, target, known, [0, 1]) - masked_bce_dice(logits, target, known)
-    p = torch.sigmoid(logits)
-    dice0 = 1 - 2 * (p[:, 0] * target[:, 0]).sum() / (p[:, 0].sum() + target[:, 0].sum())
-    pooled_dice = 1 - 2 * (p[:, :2] * target[:, :2]).sum() / (p[:, :2].sum() + target[:, :2].sum())
-    assert float(extra) == pytest.approx(float(pooled_dice - dice0) / 2, rel=1e-4)  # mean of the 2 Dice terms
-
-
 def _batch(dtype: torch.dtype = torch.float32):
     """Sample 0: report case with a region in lesion channel 2; sample 1: mask case with a tumor."""
     shape = (36, 36, 36)
@@ -99,9 +75,8 @@ def _batch(dtype: torch.dtype = torch.float32):
 def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     final, aux, batch = _batch()
     final, aux = final.detach(), aux.detach()
-    out = ReportSupervisedLoss(ISO, report_weight=0.1)(final, aux, batch)
-    assert set(out) == {"total", "seg_final", "seg_aux", "ball", "volume", "absence"}
-    assert out["absence"].item() == 0.0  # off by default: the paper's combination
+    out = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1)(final, aux, batch)
+    assert set(out) == {"total", "seg_final", "seg_aux", "ball", "volume"}
     args = (batch["unknown"], ISO)
     assert float(out["seg_final"]) == pytest.approx(float(segmentation_loss(final, batch["label"], *args)), rel=1e-5)
     assert float(out["seg_aux"]) == pytest.approx(float(segmentation_loss(aux, batch["label"], *args)), rel=1e-5)
@@ -111,36 +86,29 @@ def test_total_is_the_method_combination_of_the_functional_losses() -> None:
     assert float(out["volume"]) == pytest.approx(float(vol), rel=1e-5)
     expected = 0.5 * out["seg_final"] + 0.5 * out["seg_aux"] + 0.1 * 0.5 * (out["ball"] + out["volume"])
     assert float(out["total"]) == pytest.approx(float(expected), rel=1e-6)
-    stage1 = ReportSupervisedLoss(ISO, report_weight=0.0)(final, aux, batch)
+    stage1 = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.0)(final, aux, batch)
     assert float(stage1["ball"]) == 0.0 and float(stage1["volume"]) == 0.0
-
-
-def test_region_background_option_reaches_the_ball_loss() -> None:
-    """A corner of the (unknown) region, far from the pseudo-tumor: pushed down only under the paper's rule."""
-    for region_background, pushed in ((True, True), (False, False)):
-        final, aux, batch = _batch()
-        ReportSupervisedLoss(ISO, ball_region_background=region_background)(final, aux, batch)["total"].backward()
-        assert (float(final.grad[0, 2, 10, 10, 10]) > 0) is pushed
-        assert float(final.grad[0, 2, 10, 10, 10]) >= 0
 
 
 def test_term_weights_ablate_the_ball_or_the_volume_loss() -> None:
     final, aux, batch = _batch()
-    full = ReportSupervisedLoss(ISO, report_weight=0.1)(final.detach(), aux.detach(), batch)
-    no_ball = ReportSupervisedLoss(ISO, report_weight=0.1, ball_weight=0.0)(final, aux, batch)
+    full = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1)(final.detach(), aux.detach(), batch)
+    no_ball = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1, ball=BallLossOptions(weight=0.0))(final, aux, batch)
     seg = 0.5 * full["seg_final"] + 0.5 * full["seg_aux"]
     assert float(no_ball["ball"]) == pytest.approx(float(full["ball"])) and float(full["ball"]) > 0  # still reported
     assert float(no_ball["total"]) == pytest.approx(float(seg + 0.05 * full["volume"]), rel=1e-6)
     no_ball["total"].backward()
     assert float(final.grad[0, 2, 17, 17, 17]) == 0.0  # the region of the final output: only the Ball Loss
-    no_volume = ReportSupervisedLoss(ISO, report_weight=0.1, volume_weight=0.0)(final.detach(), aux, batch)
+    no_volume = ReportSupervisedLoss(spacing_mm=ISO, report_weight=0.1, volume=VolumeLossOptions(weight=0.0))(
+        final.detach(), aux, batch)
     assert float(no_volume["total"]) == pytest.approx(float(seg + 0.05 * full["ball"]), rel=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_unknown_voxels_never_get_gradient(dtype: torch.dtype) -> None:
     final, aux, batch = _batch(dtype)
-    out = ReportSupervisedLoss(ISO, report_weight=1.0, rank_weighted=True, lesion_channels=[2])(final, aux, batch)
+    out = ReportSupervisedLoss(spacing_mm=ISO, report_weight=1.0, ball=BallLossOptions(rank_weighted=True),
+                               lesion_channels=[2])(final, aux, batch)
     assert out["total"].dtype == torch.float32 and math.isfinite(float(out["total"].detach()))
     out["total"].backward()
     for grad in (final.grad, aux.grad):
@@ -155,13 +123,22 @@ def test_missing_batch_key_is_a_clear_error() -> None:
     final, aux, batch = _batch()
     del batch["region"]
     with pytest.raises(KeyError, match="region"):
-        ReportSupervisedLoss(ISO)(final, aux, batch)
+        ReportSupervisedLoss(spacing_mm=ISO)(final, aux, batch)
+
+
+def test_loss_options_are_keyword_only_and_checked() -> None:
+    with pytest.raises(TypeError):
+        ReportSupervisedLoss(ISO)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="volume_mode"):
+        BallLossOptions(volume_mode="sphere")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tolerance"):
+        VolumeLossOptions(tolerance=1.5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu() -> None:
     final, aux, batch = _batch()
-    loss_fn = ReportSupervisedLoss(ISO, report_weight=1.0, lesion_channels=[2])
+    loss_fn = ReportSupervisedLoss(spacing_mm=ISO, report_weight=1.0, lesion_channels=[2])
     cpu = loss_fn(final, aux, batch)
     cpu["total"].backward()
     gpu_final = final.detach().cuda().to(torch.bfloat16).requires_grad_(True)

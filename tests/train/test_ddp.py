@@ -44,8 +44,9 @@ def _worker(rank: int, world_size: int, port: int, config: dict, result_dir: str
 def test_two_process_gloo_ddp_saves_one_checkpoint(tmp_path):
     make_cache(tmp_path / "cache")
     config = TrainConfig(
-        cache=tmp_path / "cache", out=tmp_path / "ddp", model="train_helpers:make_tiny_net", patch_size=(32, 32, 32),
-        workers=0, steps=3, checkpoint_every=2, log_every=1, device="cpu", batch_size=1, augment=False,
+        cache=tmp_path / "cache", out=tmp_path / "ddp", model="train_helpers:make_tiny_net",
+        data={"patch_size": (32, 32, 32), "workers": 0, "batch_size": 1, "augment": {"enabled": False}},
+        optim={"steps": 3}, checkpoint_every=2, log_every=1, device="cpu",
     ).to_dict()
     mp.spawn(_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

@@ -16,7 +16,8 @@ from rsuper.models.registry import build_model
 from rsuper.reports.tables import write_tumors_csv
 from rsuper.train.schedule import warmup_poly_factor
 from rsuper.train.distributed import DistributedContext
-from rsuper.train.trainer import Trainer, TrainingDiverged, output_bias_parameters, train
+from rsuper.train.bias_init import output_bias_parameters
+from rsuper.train.trainer import Trainer, TrainingDiverged, train
 
 TINY = "train_helpers:make_tiny_net"
 
@@ -30,11 +31,13 @@ def data(tmp_path_factory):
 
 
 def _config(root, out, **kw):
+    """A tiny run's config; ``kw``: settings on top (field names, old flat keys such as ``steps``)."""
     base = dict(
-        cache=root / "cache", out=root / out, model=TINY, patch_size=(32, 32, 32), workers=0, warmup_steps=2,
-        lr=1e-2, log_every=5, checkpoint_every=10, steps=30, augment=False,
+        cache=root / "cache", out=root / out, model=TINY, log_every=5, checkpoint_every=10,
+        data={"patch_size": (32, 32, 32), "workers": 0, "augment": {"enabled": False}},
+        optim={"warmup_steps": 2, "lr": 1e-2, "steps": 30},
     )
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_yaml(None, {**base, **kw})
 
 
 def _rows(path):
@@ -103,20 +106,14 @@ def test_cli_print_config_and_errors(data, tmp_path):
     result = runner.invoke(app, ["train", "--config", str(run_yaml), "--patch-size", "64,64,32", "--print-config"])
     assert result.exit_code == 0, result.output
     printed = TrainConfig.model_validate(__import__("yaml").safe_load(result.stdout))
-    assert printed.steps == 7 and printed.patch_size == (64, 64, 32) and printed.classes[-1] == "pancreatic_lesion"
+    assert printed.optim.steps == 7 and printed.data.patch_size == (64, 64, 32)
+    assert printed.classes[-1] == "pancreatic_lesion"
     bad = runner.invoke(app, ["train", "--config", str(run_yaml), "--stage", "2", "--print-config"])
     assert bad.exit_code == 2 and "init" in bad.output
     (tmp_path / "typo.yaml").write_text("stpes: 3\n")
     assert runner.invoke(app, ["train", "--config", str(tmp_path / "typo.yaml")]).exit_code == 2
     missing = runner.invoke(app, ["train", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert missing.exit_code == 1 and "rsuper prepare" in missing.output
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_output_bias_probe_runs_on_the_models_device():
-    model = build_model("dynunet_small", 1, 3).cuda()
-    heads = output_bias_parameters(model, 3, 2 * model.size_divisor)
-    assert len(heads) == 2 and all(h.is_cuda for h in heads)
 
 
 def test_resume_never_imports_a_network_named_only_by_the_checkpoint(data, tmp_path, monkeypatch):
@@ -133,7 +130,7 @@ def test_resume_never_imports_a_network_named_only_by_the_checkpoint(data, tmp_p
     net = build_model(TINY, 1, len(stored.classes))
     (data / "evil_resume").mkdir(exist_ok=True)
     save_checkpoint(data / "evil_resume" / "last.pt", make_payload(
-        evil, 1, stored.classes, (2.0, 2.0, 2.0), stored.patch_size, net.state_dict(), config=stored.to_dict(),
+        evil, 1, stored.classes, (2.0, 2.0, 2.0), stored.data.patch_size, net.state_dict(), config=stored.to_dict(),
         training={"step": 1}))
     plain = TrainConfig(cache=data / "cache", out=data / "evil_resume", resume=True)
     with pytest.raises(CheckpointError, match=rf"'{evil}'.*--model {evil}"):
@@ -144,7 +141,7 @@ def test_resume_never_imports_a_network_named_only_by_the_checkpoint(data, tmp_p
     assert not (tmp_path / "imported.marker").exists()
     small = build_model("dynunet_small", 1, len(stored.classes))
     save_checkpoint(data / "evil_resume" / "last.pt", make_payload(
-        "dynunet_small", 1, stored.classes, (2.0, 2.0, 2.0), stored.patch_size, small.state_dict(),
+        "dynunet_small", 1, stored.classes, (2.0, 2.0, 2.0), stored.data.patch_size, small.state_dict(),
         config=_config(data, "evil_resume", model="dynunet_small", model_kwargs={"filters": "8,16"}).to_dict(),
         training={"step": 1}))
     with pytest.raises(CheckpointError, match=r"last\.pt.*kwargs\.filters must be a list of integers"):

@@ -30,11 +30,13 @@ def data(tmp_path_factory):
 
 
 def _config(root, out, **kw):
+    """A tiny run's config; ``kw``: settings on top (field names, old flat keys such as ``steps``)."""
     base = dict(
-        cache=[root / "cache", root / "report_cache"], out=root / out, model=TINY, patch_size=(32, 32, 32), workers=0, warmup_steps=2,
-        lr=1e-2, log_every=5, checkpoint_every=10, steps=30, augment=False,
+        cache=[root / "cache", root / "report_cache"], out=root / out, model=TINY, log_every=5, checkpoint_every=10,
+        data={"patch_size": (32, 32, 32), "workers": 0, "augment": {"enabled": False}},
+        optim={"warmup_steps": 2, "lr": 1e-2, "steps": 30},
     )
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_yaml(None, {**base, **kw})
 
 
 def _rows(path):
@@ -88,18 +90,15 @@ def test_report_loss_options_reach_the_loss(data):
     if not final1.is_file():
         final1 = train(_config(data, "s1"), show_progress=False)
     options = dict(volume_tolerance=0.2, ball_margin=0.1, ball_volume_mode="rsuper_code", ball_rank_weighted=True,
-                   ball_weight=0.0, volume_weight=2.0, absence_weight=0.5, absence_volume_mm3=200.0,
-                   absence_min_prob=0.3, ball_attenuation_weight=1.0)
+                   ball_weight=0.0, volume_weight=2.0)
     cfg = _config(data, "s2_options", stage=2, init=final1, tumors=data / "tumors.csv", **options)
     loss_fn = Trainer(cfg, DistributedContext()).loss_fn
-    assert loss_fn.ball_attenuation_weight == 1.0
-    train(cfg.model_copy(update={"steps": 4}), show_progress=False)  # the trainer hands the loss its image
+    train(cfg.updated({"steps": 4}), show_progress=False)
     rows = _rows(data / "s2_options" / "metrics.csv")
     assert rows and all(math.isfinite(float(r["total"])) for r in rows)
-    assert (loss_fn.tolerance, loss_fn.margin) == (0.2, 0.1)
-    assert (loss_fn.volume_mode, loss_fn.rank_weighted) == ("rsuper_code", True)
-    assert (loss_fn.ball_weight, loss_fn.volume_weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
-    assert (loss_fn.absence_weight, loss_fn.absence_volume_mm3, loss_fn.absence_min_prob) == (0.5, 200.0, 0.3)
+    assert (loss_fn.volume.tolerance, loss_fn.ball.margin) == (0.2, 0.1)
+    assert (loss_fn.ball.volume_mode, loss_fn.ball.rank_weighted) == ("rsuper_code", True)
+    assert (loss_fn.ball.weight, loss_fn.volume.weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
     with pytest.raises(ValueError, match="ball_volume_mode"):
         _config(data, "bad", ball_volume_mode="sphere")
 
@@ -109,7 +108,7 @@ def test_checkpoint_records_supervised_voxels_per_class(data):
     names = [*TrainConfig().classes, "stomach"]  # no case of the cache has a stomach mask
     cfg = _config(data, "sv1", steps=4, class_names=names)
     counts = load_checkpoint(train(cfg, show_progress=False))["supervised_voxels"]
-    per_class = cfg.steps * cfg.batch_size * int(np.prod(cfg.patch_size))  # mask cases annotate every other class
+    per_class = cfg.optim.steps * cfg.data.batch_size * int(np.prod(cfg.data.patch_size))  # mask cases: every other class
     assert counts == {**{name: per_class for name in TrainConfig().classes}, "stomach": 0}
     cfg2 = _config(data, "sv2", steps=2, class_names=names, stage=2, init=data / "sv1" / "final.pt",
                    tumors=data / "tumors.csv")

@@ -6,11 +6,43 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from rsuper.paths import exit_if_output_overlaps
 from rsuper.errors import ConfigError, exit_config_error
 
 console = Console(stderr=True)
+
+# Option -> the TrainConfig setting it overrides (old flat key or field; rsuper.config.FLAT_KEYS places it).
+OPTION_KEYS = ("cache", "tumors", "out", "stage", "init", "steps", "model", "patch_size", "batch_size", "lr",
+               "workers", "amp", "device", "seed")
+
+
+class TrainCommand(TyperCommand):
+    """`rsuper train` shows each option's default, TrainConfig's: the options default to None ("not given: the
+    run file's value, else TrainConfig's"), and rsuper.config is imported only when the help is shown."""
+
+    def format_help(self, ctx, formatter):  # type: ignore[no-untyped-def]
+        from rsuper.config import FLAT_KEYS, TrainConfig
+
+        defaults = TrainConfig().model_dump(mode="json")
+        for param in self.params:
+            if param.name in OPTION_KEYS:
+                value = defaults
+                for part in FLAT_KEYS.get(param.name, param.name).split("."):
+                    value = value[part]
+                param.show_default = _shown(value)
+            elif param.name in ("config", "resume", "print_config"):
+                param.show_default = "none" if param.name == "config" else "off"
+        return super().format_help(ctx, formatter)
+
+
+def _shown(value: object) -> str:
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _parse_patch(value: str | None) -> tuple[int, int, int] | None:
@@ -31,9 +63,11 @@ def _parse_patch(value: str | None) -> tuple[int, int, int] | None:
 def register(app: typer.Typer) -> None:
     """Adds the `train` command to the rsuper app."""
 
-    @app.command("train")
+    @app.command("train", cls=TrainCommand)
     def train_command(
-        config: Path | None = typer.Option(None, "--config", "-c", help="YAML run file (TrainConfig fields)."),
+        config: Path | None = typer.Option(
+            None, "--config", "-c", help="YAML run file (TrainConfig fields, nested or the old flat layout)."
+        ),
         cache: list[Path] | None = typer.Option(
             None, "--cache", help="Prepared cache folder (`rsuper prepare --out`); repeat for masks + reports."
         ),
@@ -58,6 +92,8 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     ) -> None:
         """Train one stage: stage 1 on mask cases, stage 2 on masks + report cases from a stage-1 checkpoint.
+
+        An option overrides the run file (--config); the defaults shown are TrainConfig's (docs/training.md).
 
         Multi-GPU: `torchrun --nproc_per_node 4 $(which rsuper) train --config RUN.yaml` (batch size is per
         GPU; the learning rate is not scaled with the number of GPUs).

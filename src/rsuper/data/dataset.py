@@ -8,14 +8,13 @@ with a fixed mask:report mix, different per DDP rank.
 
 A sample is a dict:
     image (1, X, Y, Z) float32 normalised CT; label, unknown, region (C, X, Y, Z) uint8 (the trainer casts
-    them to float); tumor_volumes_mm3, tumor_diameters_mm, tumor_hypoattenuating (T,) float32, 0-padded,
-    largest first (the last 1 where the report calls the tumor hypoattenuating);
-    is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
+    them to float); tumor_volumes_mm3, tumor_diameters_mm (T,) float32, 0-padded, largest first; is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
 
 Example:
     >>> mask_cases, report_cases, skipped = collect_training_cases([mask_cache, report_cache], findings, classes,
     ...                                                            ["pancreas"])
-    >>> ds = TrainingDataset(mask_cases, report_cases, classes, (96, 96, 96), spacing_mm=(2, 2, 2))
+    >>> ds = TrainingDataset(mask_cases, report_cases, class_names=classes, patch_size=(96, 96, 96),
+    ...                      spacing_mm=(2, 2, 2), augmentation=PatchAugmentation(classes))
     >>> sample = ds[(1, 0, 1234)]
 """
 
@@ -35,7 +34,7 @@ from rsuper import labels
 from rsuper.data.augment import PatchAugmentation
 from rsuper.data.preprocess import MANIFEST, load_cached_case, load_manifest
 from rsuper.data.reportcases import ReportSupervision, build_report_supervision
-from rsuper.data.sampling import CaseIndex, CropChoice, choose_mask_crop, choose_report_crop, crop_padded
+from rsuper.data.sampling import CaseIndex, CropChoice, CropOptions, choose_mask_crop, choose_report_crop, crop_padded
 
 IMAGE_FILL = -1.0  # normalised value of air (-991 HU), used beyond the image border
 
@@ -98,43 +97,40 @@ def collect_training_cases(
 
 
 class TrainingDataset(Dataset):
-    """Deterministic sample factory: ``ds[(is_report, case_index, seed)]`` -> sample dict (see module doc)."""
+    """Deterministic sample factory: ``ds[(is_report, case_index, seed)]`` -> sample dict (see module doc).
+
+    Args:
+        mask_cases, report_cases: from :func:`collect_training_cases`.
+        class_names: output channels (C).
+        patch_size: patch in voxels (x, y, z); spacing_mm: the cache spacing (mm, x y z).
+        target_organs: organs whose tumors centre mask crops and whose masks centre organ crops.
+        max_tumors: T, the length of the padded tumor vectors.
+        crops: how crops are drawn.
+        augmentation: the patch augmentation (None: none), e.g. ``PatchAugmentation(class_names)``.
+    """
 
     def __init__(
         self,
         mask_cases: Sequence[TrainingCase],
         report_cases: Sequence[TrainingCase],
+        *,
         class_names: Sequence[str],
         patch_size: Sequence[int],
         spacing_mm: Sequence[float],
         target_organs: Sequence[str] = ("pancreas", "kidney", "liver"),
         max_tumors: int = 16,
-        mask_crop_probs: Mapping[str, float] | None = None,
-        report_margin_mm: float = 15.0,
-        report_random_crop_prob: float = 0.1,
-        augment: bool = True,
-        mirror_prob: float = 0.5,
-        organ_shift_hu: float = 0.0,
-        organ_shift_prob: float = 0.5,
+        crops: CropOptions = CropOptions(),
+        augmentation: PatchAugmentation | None = None,
     ) -> None:
         self.cases = (list(mask_cases), list(report_cases))
         self.class_names = list(class_names)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
         self.max_tumors = int(max_tumors)
-        self.mask_crop_probs = dict(mask_crop_probs or {"tumor": 0.5, "organ": 0.3, "random": 0.2})
-        self.report_margin_mm = report_margin_mm
-        self.report_random_crop_prob = report_random_crop_prob
+        self.crops = crops
         self.tumor_classes = [labels.lesion_class(o) for o in target_organs]
         self.organ_classes = [c for o in target_organs for c in labels.ORGAN_MASK_CLASSES[o]]
-        self.augmentation = (
-            PatchAugmentation(
-                self.class_names, mirror_prob=mirror_prob, organ_shift_hu=organ_shift_hu,
-                organ_shift_prob=organ_shift_prob,
-            )
-            if augment
-            else None
-        )
+        self.augmentation = augmentation
         self._loaded: dict[str, tuple[Any, CaseIndex]] = {}  # per worker process
 
     def __len__(self) -> int:
@@ -159,12 +155,13 @@ class TrainingDataset(Dataset):
         shape = cached.image.shape
         if case.supervision is not None:
             return choose_report_crop(
-                rng, case.case_id, case.supervision, index, shape, self.patch_size, self.spacing_mm,
-                self.organ_classes, self.report_margin_mm, self.report_random_crop_prob,
+                rng, case.case_id, case.supervision, index, shape, self.patch_size, spacing_mm=self.spacing_mm,
+                organ_classes=self.organ_classes, margin_mm=self.crops.report_margin_mm,
+                random_crop_prob=self.crops.report_random_crop_prob,
             )
         return choose_mask_crop(
-            rng, case.case_id, index, shape, self.patch_size, self.tumor_classes, self.organ_classes,
-            self.mask_crop_probs,
+            rng, case.case_id, index, shape, self.patch_size, tumor_classes=self.tumor_classes,
+            organ_classes=self.organ_classes, probs=self.crops.mask_crop_probs,
         )
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
@@ -177,8 +174,6 @@ class TrainingDataset(Dataset):
         diameters = np.zeros(self.max_tumors, np.float32)
         volumes[: len(choice.volumes_mm3)] = choice.volumes_mm3
         diameters[: len(choice.diameters_mm)] = choice.diameters_mm
-        hypo = np.zeros(self.max_tumors, np.float32)
-        hypo[: len(choice.hypoattenuating)] = choice.hypoattenuating
         augmented = mirrored = False
         image_t = torch.from_numpy(image)[None]
         targets_t = torch.from_numpy(targets)
@@ -195,7 +190,6 @@ class TrainingDataset(Dataset):
             "region": region,
             "tumor_volumes_mm3": torch.from_numpy(volumes),
             "tumor_diameters_mm": torch.from_numpy(diameters),
-            "tumor_hypoattenuating": torch.from_numpy(hypo),
             "is_report": bool(case.is_report),
             "case_id": case.case_id,
             "choice": json.dumps({**json.loads(choice.to_json()), "augmented": augmented, "mirrored": mirrored}),

@@ -43,7 +43,6 @@ class TumorGroup:
         organ_level: True when the group is the whole organ (location unknown).
         volumes_mm3: reported volumes of its tumors, largest first (0 when unknown).
         diameters_mm: largest reported diameter of each tumor, same order (0 when unknown).
-        hypoattenuating: whether the report calls each tumor hypoattenuating, same order.
         usable: whether the group may be chosen as a training region.
         reason: why it is not usable ("" when usable).
     """
@@ -56,7 +55,6 @@ class TumorGroup:
     diameters_mm: tuple[float, ...]
     usable: bool
     reason: str = ""
-    hypoattenuating: tuple[bool, ...] = ()
 
     @property
     def total_volume_mm3(self) -> float:
@@ -88,14 +86,14 @@ class ReportSupervision:
         return [i for i, g in enumerate(self.groups) if g.usable]
 
 
-def _lesion_size(lesion: Any) -> tuple[float, float, bool] | None:
-    """(volume mm^3, largest diameter mm, hypoattenuating) of a lesion, or None when the size is unknown."""
+def _lesion_size(lesion: Any) -> tuple[float, float] | None:
+    """(volume mm^3, largest diameter mm) of a lesion, or None when the size is unknown."""
     if getattr(lesion, "multiple", False):
         return None
     volume, diameter = lesion.volume_mm3, lesion.largest_diameter_mm
     if volume is None or diameter is None or volume <= 0 or diameter <= 0:
         return None
-    return float(volume), float(diameter), getattr(lesion, "attenuation", "u") == "hypo"
+    return float(volume), float(diameter)
 
 
 def _make_group(
@@ -125,7 +123,6 @@ def _make_group(
         diameters_mm=tuple(s[1] for s in known),
         usable=not reason,
         reason=reason,
-        hypoattenuating=tuple(s[2] for s in known),
     )
 
 

@@ -7,7 +7,8 @@ stores it in the sample as JSON. Crops are given by their start voxel and size i
 
 Example:
     >>> index = CaseIndex.from_masks(masks)
-    >>> choice = choose_report_crop(rng, "case_1", supervision, index, shape, (96, 96, 96), (2.0, 2.0, 2.0))
+    >>> choice = choose_report_crop(rng, "case_1", supervision, index, shape, (96, 96, 96), spacing_mm=(2.0, 2.0, 2.0),
+    ...                             organ_classes=["pancreas"])
     >>> choice.kind, choice.start
     ('group', (10, 4, 30))
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -25,6 +26,21 @@ from scipy import ndimage
 from rsuper.data.reportcases import ReportSupervision
 
 Box = tuple[tuple[int, int, int], tuple[int, int, int]]  # (lo, hi) voxel bounds, hi exclusive
+
+
+@dataclass(frozen=True)
+class CropOptions:
+    """How crops are drawn (docs/method.md §4; TrainConfig ``data.crops``).
+
+    Attributes:
+        mask_crop_probs: weights of a mask case's crop centre on a tumor / organ / random voxel.
+        report_margin_mm: the chosen report group plus this margin (per axis where it fits) lies in the patch.
+        report_random_crop_prob: share of report crops without a region (organ-centred or random, ½ each).
+    """
+
+    mask_crop_probs: Mapping[str, float] = field(default_factory=lambda: {"tumor": 0.5, "organ": 0.3, "random": 0.2})
+    report_margin_mm: float = 15.0
+    report_random_crop_prob: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,7 @@ class CropChoice:
         start: first voxel of the patch (x, y, z); size: patch size in voxels.
         group: index into ``ReportSupervision.groups`` (None without a region).
         lesion_class / group_classes: the region's lesion channel and mask classes.
-        volumes_mm3 / diameters_mm / hypoattenuating: the group's reported tumors, largest first.
+        volumes_mm3 / diameters_mm: the group's reported tumors, largest first.
     """
 
     case_id: str
@@ -49,7 +65,6 @@ class CropChoice:
     group_classes: tuple[str, ...] = ()
     volumes_mm3: tuple[float, ...] = ()
     diameters_mm: tuple[float, ...] = ()
-    hypoattenuating: tuple[bool, ...] = ()
 
     def to_json(self) -> str:
         """JSON text of the choice (stored in each sample)."""
@@ -59,7 +74,8 @@ class CropChoice:
     def from_json(cls, text: str) -> CropChoice:
         """Inverse of ``to_json``."""
         data = json.loads(text)
-        for key in ("start", "size", "group_classes", "volumes_mm3", "diameters_mm", "hypoattenuating"):
+        data.pop("hypoattenuating", None)  # recorded by rsuper before the hypoattenuation prior was removed
+        for key in ("start", "size", "group_classes", "volumes_mm3", "diameters_mm"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
 
@@ -157,6 +173,7 @@ def choose_mask_crop(
     index: CaseIndex,
     shape: Sequence[int],
     size: Sequence[int],
+    *,
     tumor_classes: Sequence[str],
     organ_classes: Sequence[str],
     probs: Mapping[str, float],
@@ -186,6 +203,7 @@ def choose_report_crop(
     index: CaseIndex,
     shape: Sequence[int],
     size: Sequence[int],
+    *,
     spacing_mm: Sequence[float],
     organ_classes: Sequence[str],
     margin_mm: float = 15.0,
@@ -217,9 +235,9 @@ def choose_report_crop(
             group_classes=group.mask_classes,
             volumes_mm3=group.volumes_mm3,
             diameters_mm=group.diameters_mm,
-            hypoattenuating=group.hypoattenuating,
         )
-    return choose_mask_crop(rng, case_id, index, shape, size_t, (), organ_classes, {"organ": 0.5, "random": 0.5})
+    return choose_mask_crop(rng, case_id, index, shape, size_t, tumor_classes=(), organ_classes=organ_classes,
+                            probs={"organ": 0.5, "random": 0.5})
 
 
 def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float = 0) -> np.ndarray:

@@ -73,7 +73,7 @@ class Predictor:
     source: str = ""
     # Classes the checkpoint says were never supervised (no labelled voxel in training): written empty.
     untrained_classes: tuple[str, ...] = ()
-    # The network saw left-right mirrored patches in training (its config: augment and mirror_prob > 0).
+    # The network saw left-right mirrored patches in training (its config: augmentation on, mirror_prob > 0).
     trained_mirrored: bool = False
 
     @classmethod
@@ -94,8 +94,9 @@ class Predictor:
             raise ValueError(f"checkpoint {path} was trained in orientation {payload['orientation']!r}; expected RAS")
         network = model_from_checkpoint(payload, use_ema=use_ema, map_location="cpu", model=model,
                                         source=str(path)).to(dev).eval()
-        config = payload.get("config") or {}
-        mirrored = bool(config.get("augment")) and float(config.get("mirror_prob") or 0.0) > 0
+        from rsuper.config import mirror_augmented
+
+        mirrored = mirror_augmented(payload.get("config"))  # nested or old flat layout
         return cls(model=network, class_names=[labels.canonical_class_name(c) for c in payload["class_names"]],
                    spacing_mm=tuple(float(s) for s in payload["spacing_mm"]),  # type: ignore[arg-type]
                    patch_size=tuple(int(s) for s in payload["patch_size"]),  # type: ignore[arg-type]

@@ -4,10 +4,8 @@ Tensors are (B, C, X, Y, Z); ``spacing_mm`` is a 3-tuple in mm in the array's ax
 volumes and diameters are (B, T) padded with 0. See docs/losses.md.
 """
 
-from rsuper.losses.absence import absence_loss
-from rsuper.losses.attenuation import darkness_rank
 from rsuper.losses.ball import BallLoss, BallPseudoLabels, ball_loss, ball_pseudo_labels, rank_weights
-from rsuper.losses.combine import ReportSupervisedLoss
+from rsuper.losses.combine import BallLossOptions, ReportSupervisedLoss, VolumeLossOptions
 from rsuper.losses.geometry import (
     ball_voxel_count,
     dilate_mm,
@@ -16,26 +14,25 @@ from rsuper.losses.geometry import (
     voxel_volume_mm3,
 )
 from rsuper.losses.region import ReportRegion, report_region
-from rsuper.losses.segmentation import MaskedSegmentationLoss, known_mask, organ_balanced_bce, segmentation_loss
+from rsuper.losses.segmentation import MaskedSegmentationLoss, known_mask, segmentation_loss
 from rsuper.losses.volume import VolumeLoss, volume_loss, volume_loss_from_mm3
 
 __all__ = [
     "BallLoss",
+    "BallLossOptions",
     "BallPseudoLabels",
     "MaskedSegmentationLoss",
     "ReportRegion",
     "ReportSupervisedLoss",
     "VolumeLoss",
-    "absence_loss",
+    "VolumeLossOptions",
     "ball_loss",
     "ball_pseudo_labels",
     "ball_voxel_count",
-    "darkness_rank",
     "dilate_mm",
     "ellipsoid_kernel",
     "fft_ball_sum",
     "known_mask",
-    "organ_balanced_bce",
     "rank_weights",
     "report_region",
     "segmentation_loss",

@@ -20,21 +20,6 @@ Pseudo-labels (constants, recomputed every step under ``torch.no_grad``), per sa
 
 Positives are restricted to R (METHOD.md: every reported tumor of the group lies inside it), which
 guarantees that unknown voxels outside R are never supervised.
-
-Beyond METHOD.md, optional (``min_confidence`` > 0, off by default): the *confidence* of a tumor's ball is
-the mean of q over the ball of diameter D at its centre c (step 2a). A sample whose least confident ball is
-below ``min_confidence`` gets no Ball Loss that step: a ball placed on healthy tissue would otherwise teach
-"tumor" there and, through the background of R, "not tumor" on the real tumor. The Volume Loss and the
-segmentation loss still apply to it.
-
-Also beyond METHOD.md (``prior_weight`` > 0, off by default): for a tumor that the report calls
-hypoattenuating, steps 2a and 2c search q + prior_weight * darkness instead of q, where darkness is each
-group voxel's darkness rank (:mod:`rsuper.losses.attenuation`); a network that does not see the tumor yet
-then places the ball on the darkest part of the group instead of anywhere.
-
-Also beyond METHOD.md (``region_background=False``, default True): Pi = (P | known_g) minus border, so the
-tumor's own sub-segment outside Bg gets no "not tumor". A wrong ball then teaches a false positive but does not
-suppress the real tumor through this term (BENCHMARKS.md, demo section: on the demo it does not help).
 """
 
 from __future__ import annotations
@@ -76,15 +61,12 @@ class BallPseudoLabels:
         background_zone: (B, X, Y, Z) bool, Bg = dilate(extended, 3.5 mm); Bg minus P is ignored.
         centres_vox: per sample, the centre voxel index (x, y, z) of each tumor in processing order
             (largest reported volume first); empty for samples without a region.
-        confidence: (B,) float, per sample the smallest mean q over a tumor's centre ball of diameter D
-            (1 for samples without a region or tumor).
     """
 
     positive: torch.Tensor
     extended: torch.Tensor
     background_zone: torch.Tensor
     centres_vox: list[list[tuple[int, int, int]]]
-    confidence: torch.Tensor
 
 
 def _round_half_up(x: float) -> int:
@@ -100,18 +82,15 @@ def _normalised_distance2(diameter_mm: float, spacing_mm: Spacing, device: torch
     return (gx**2 + gy**2 + gz**2) / radius**2
 
 
-def _tumor_order(
-    volumes_mm3: torch.Tensor, diameters_mm: torch.Tensor, use_prior: torch.Tensor | None
-) -> list[tuple[float, float, bool]]:
-    """(volume mm^3, diameter mm, use the darkness prior) of one sample's tumors, largest volume first; a
-    missing diameter becomes the diameter of the sphere of that volume."""
-    flags = [False] * volumes_mm3.numel() if use_prior is None else [bool(f > 0.5) for f in use_prior.tolist()]
+def _tumor_order(volumes_mm3: torch.Tensor, diameters_mm: torch.Tensor) -> list[tuple[float, float]]:
+    """(volume mm^3, diameter mm) of one sample's tumors, largest volume first; a missing diameter becomes the
+    diameter of the sphere of that volume."""
     tumors = []
-    for volume, diameter, flag in zip(volumes_mm3.tolist(), diameters_mm.tolist(), flags):
+    for volume, diameter in zip(volumes_mm3.tolist(), diameters_mm.tolist()):
         if volume > 0:
             if diameter <= 0:
                 diameter = (6.0 * volume / math.pi) ** (1.0 / 3.0)
-            tumors.append((float(volume), float(diameter), flag))
+            tumors.append((float(volume), float(diameter)))
     return sorted(tumors, key=lambda t: -t[0])
 
 
@@ -122,12 +101,10 @@ def ball_pseudo_labels(
     diameters_mm: torch.Tensor,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     border_dilation_mm: float = BORDER_DILATION_MM,
-    prior: torch.Tensor | None = None,
-    prior_tumors: torch.Tensor | None = None,
-    prior_weight: float = 0.0,
 ) -> BallPseudoLabels:
     """Build the Ball Loss pseudo-labels (steps 1-3 of the module docstring).
 
@@ -140,12 +117,7 @@ def ball_pseudo_labels(
         margin: m, relative margin of the enlarged ball and of the positive / extended sets.
         volume_mode: ``"report"`` (N = reported volume) or ``"rsuper_code"`` (N = max(N, |ball(D)| - 1)).
         border_dilation_mm: dilation of the extended set that defines Bg, mm.
-        prior: optional (B, X, Y, Z) darkness prior in [0, 1] (:func:`rsuper.losses.attenuation.darkness_rank`).
-        prior_tumors: optional (B, T) {0, 1}, aligned with ``volumes_mm3``: tumors whose search adds the prior.
-        prior_weight: weight of the prior in the search field (0 = METHOD.md's search on q alone).
     """
-    if (prior is None) != (prior_tumors is None):
-        raise ValueError("prior and prior_tumors go together: give both or neither")
     if volume_mode not in ("report", "rsuper_code"):
         raise ValueError(f"volume_mode must be 'report' or 'rsuper_code', got {volume_mode!r}")
     spacing = check_spacing(spacing_mm)
@@ -154,26 +126,20 @@ def ball_pseudo_labels(
     positive = torch.zeros(prob.shape, dtype=torch.bool, device=prob.device)
     extended = torch.zeros_like(positive)
     centres: list[list[tuple[int, int, int]]] = [[] for _ in range(batch)]
-    confidence = torch.ones(batch, dtype=torch.float32, device=prob.device)
     inside = region_dilated > 0.5
     for b in range(batch):
         box = bounding_box(inside[b])
-        use_prior = prior_tumors[b] if prior_tumors is not None and prior_weight > 0 else None
-        tumors = _tumor_order(volumes_mm3[b], diameters_mm[b], use_prior)
+        tumors = _tumor_order(volumes_mm3[b], diameters_mm[b])
         if box is None or not tumors:
             continue
         q = prob[b].float() * inside[b]
         available = inside[b].clone()
-        for volume, diameter, with_prior in tumors:
-            search = q + prior_weight * prior[b] * available if with_prior and prior is not None else q
+        for volume, diameter in tumors:
             ball = ellipsoid_kernel(diameter, spacing, q.device)
-            ball_sum = fft_ball_sum(search[box].unsqueeze(0), ball)[0]
+            ball_sum = fft_ball_sum(q[box].unsqueeze(0), ball)[0]
             local = torch.unravel_index(torch.argmax(ball_sum), ball_sum.shape)
             centre = tuple(int(i) + s.start for i, s in zip(local, box))
             centres[b].append(centre)  # type: ignore[arg-type]
-            q_sum = ball_sum if search is q else fft_ball_sum(q[box].unsqueeze(0), ball)[0]
-            mean_q = (q_sum[local] / ball.sum()).clamp(0.0, 1.0)
-            confidence[b] = torch.minimum(confidence[b], mean_q)
 
             big_diameter = (1.0 + margin) * diameter
             big_ball = ellipsoid_kernel(big_diameter, spacing, q.device)
@@ -194,7 +160,7 @@ def ball_pseudo_labels(
             n_pos = max(1, _round_half_up((1.0 - margin) * n_prime))
             n_ext = min(max(n_pos, _round_half_up((1.0 + margin) * n_prime)), n_candidates)
 
-            key = torch.where(candidates, search[window] - _TIE_BREAK * d2, torch.full_like(d2, -math.inf))
+            key = torch.where(candidates, q[window] - _TIE_BREAK * d2, torch.full_like(d2, -math.inf))
             order = torch.topk(key.flatten(), n_ext).indices
             ext_local = torch.zeros(key.numel(), dtype=torch.bool, device=q.device)
             ext_local[order] = True
@@ -206,8 +172,7 @@ def ball_pseudo_labels(
             available[window] &= ~ext_local
             q[window] = q[window].masked_fill(ext_local, 0.0)
     background_zone = dilate_mm(extended, border_dilation_mm, spacing)
-    return BallPseudoLabels(positive=positive, extended=extended, background_zone=background_zone, centres_vox=centres,
-                            confidence=confidence)
+    return BallPseudoLabels(positive=positive, extended=extended, background_zone=background_zone, centres_vox=centres)
 
 
 @torch.no_grad()
@@ -235,39 +200,30 @@ def ball_loss_in_region(
     diameters_mm: torch.Tensor,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     rank_weighted: bool = False,
     border_dilation_mm: float = BORDER_DILATION_MM,
     lesion_channels: Sequence[int] | None = None,
     target: torch.Tensor | None = None,
-    min_confidence: float = 0.0,
-    region_background: bool = True,
-    prior: torch.Tensor | None = None,
-    prior_tumors: torch.Tensor | None = None,
-    prior_weight: float = 0.0,
 ) -> torch.Tensor:
     """Ball Loss for a precomputed :class:`ReportRegion` and known mask ``known`` (B, C, X, Y, Z).
 
-    Per sample with a region: mean BCE over P and Pi minus Bg, + Dice over Pi (when P is non-empty);
-    nothing when its ball confidence is below ``min_confidence`` (see the module docstring). Without
-    ``region_background``, Pi = (P | known_g) minus border: the region's own voxels outside Bg are not supervised.
+    Per sample with a region: mean BCE over P and Pi minus Bg, + Dice over Pi (when P is non-empty).
     Per sample without a region, only when ``lesion_channels`` is given: mean BCE toward 0 over the known
     voxels of those channels (excluding ``target`` positives when ``target`` is given).
-    ``prior``, ``prior_tumors``, ``prior_weight``: the hypoattenuation prior of :func:`ball_pseudo_labels`.
     Returns the mean over the contributing samples (0, attached to the graph, when none contributes).
     """
     z_all = logits.float()
     z = select_channel(z_all, region.channel)
     p = torch.sigmoid(z)
     labels = ball_pseudo_labels(
-        p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin, volume_mode, border_dilation_mm,
-        prior, prior_tumors, prior_weight,
+        p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin=margin, volume_mode=volume_mode,
+        border_dilation_mm=border_dilation_mm,
     )
     pos = labels.positive
-    supervised = pos | (select_channel(known, region.channel) > 0.5)
-    if region_background:
-        supervised = supervised | (region.dilated > 0.5)
+    supervised = pos | (select_channel(known, region.channel) > 0.5) | (region.dilated > 0.5)
     supervised = supervised & ~(labels.background_zone & ~pos)
     negative = (supervised & ~labels.background_zone).float()
     weights = rank_weights(p.detach(), pos) if rank_weighted else torch.ones_like(p)
@@ -280,7 +236,7 @@ def ball_loss_in_region(
     dice = 1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH)
     has_pos = posf.flatten(1).sum(dim=1) > 0
     per_sample = bce_sum / count.clamp(min=1.0) + torch.where(has_pos, dice, torch.zeros_like(dice))
-    contributes = region.has_region & (count > 0) & (labels.confidence >= min_confidence)
+    contributes = region.has_region & (count > 0)
 
     if lesion_channels:
         channels = list(lesion_channels)
@@ -306,6 +262,7 @@ def ball_loss(
     diameters_mm: torch.Tensor,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     rank_weighted: bool = False,
@@ -314,8 +271,6 @@ def ball_loss(
     region_dilation_mm: float = REGION_DILATION_MM,
     unknown_dilation_mm: float = UNKNOWN_DILATION_MM,
     border_dilation_mm: float = BORDER_DILATION_MM,
-    min_confidence: float = 0.0,
-    region_background: bool = True,
 ) -> torch.Tensor:
     """Ball Loss of METHOD.md §5 (see the module docstring for the pseudo-label steps).
 
@@ -333,8 +288,6 @@ def ball_loss(
             a region; ``None``: samples without a region contribute nothing.
         target: optional (B, C, X, Y, Z) labels; their positives are excluded from that background BCE.
         region_dilation_mm, unknown_dilation_mm, border_dilation_mm: the dilation radii, mm.
-        min_confidence: skip samples whose least confident ball has mean probability below it (0 = never).
-        region_background: BCE toward 0 on the background of R (METHOD.md); False: only on known voxels.
 
     Returns:
         Scalar: mean over the contributing samples of (mean BCE over the supervised voxels + Dice).
@@ -350,19 +303,18 @@ def ball_loss(
     check_spacing(spacing_mm)
     return ball_loss_in_region(
         logits,
-        report_region(region, spacing_mm, region_dilation_mm, unknown, unknown_dilation_mm),
+        report_region(region, spacing_mm, dilation_mm=region_dilation_mm, unknown=unknown,
+                      unknown_dilation_mm=unknown_dilation_mm),
         known_mask(unknown, spacing_mm, unknown_dilation_mm),
         diameters_mm,
         volumes_mm3,
         spacing_mm,
-        margin,
-        volume_mode,
-        rank_weighted,
-        border_dilation_mm,
-        lesion_channels,
-        target,
-        min_confidence,
-        region_background,
+        margin=margin,
+        volume_mode=volume_mode,
+        rank_weighted=rank_weighted,
+        border_dilation_mm=border_dilation_mm,
+        lesion_channels=lesion_channels,
+        target=target,
     )
 
 
@@ -376,12 +328,11 @@ class BallLoss(nn.Module):
     def __init__(
         self,
         spacing_mm: Spacing,
+        *,
         margin: float = 0.2,
         volume_mode: VolumeMode = "report",
         rank_weighted: bool = False,
         lesion_channels: Sequence[int] | None = None,
-        min_confidence: float = 0.0,
-        region_background: bool = True,
     ) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
@@ -389,8 +340,6 @@ class BallLoss(nn.Module):
         self.volume_mode = volume_mode
         self.rank_weighted = rank_weighted
         self.lesion_channels = lesion_channels
-        self.min_confidence = min_confidence
-        self.region_background = region_background
 
     def forward(
         self,
@@ -408,11 +357,9 @@ class BallLoss(nn.Module):
             diameters_mm,
             volumes_mm3,
             self.spacing_mm,
-            self.margin,
-            self.volume_mode,
-            self.rank_weighted,
-            self.lesion_channels,
-            target,
-            min_confidence=self.min_confidence,
-            region_background=self.region_background,
+            margin=self.margin,
+            volume_mode=self.volume_mode,
+            rank_weighted=self.rank_weighted,
+            lesion_channels=self.lesion_channels,
+            target=target,
         )

@@ -37,6 +37,7 @@ class ReportRegion:
 def report_region(
     region: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     dilation_mm: float = REGION_DILATION_MM,
     unknown: torch.Tensor | None = None,
     unknown_dilation_mm: float = UNKNOWN_DILATION_MM,

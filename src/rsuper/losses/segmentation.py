@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,9 +26,7 @@ def known_mask(unknown: torch.Tensor, spacing_mm: Spacing, dilation_mm: float = 
     return (~dilate_mm(unknown, dilation_mm, spacing_mm)).float()
 
 
-def masked_bce_dice(
-    logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, pooled_channels: Sequence[int] | None = None
-) -> torch.Tensor:
+def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """BCE + soft Dice restricted to ``known`` voxels; all (B, C, X, Y, Z), computed in float32.
 
     Reduction: BCE is the mean over the known voxels of each sample (all channels together), then the
@@ -38,10 +34,6 @@ def masked_bce_dice(
     (sums over the batch and the known voxels) averaged over the channels that have at least one known
     positive voxel; channels without positives are left to the BCE. Voxels with ``known == 0`` get
     exactly zero gradient.
-
-    ``pooled_channels`` (e.g. the lesion channels) adds one more Dice term, over those channels together:
-    a false positive in a channel without positives in the batch (a healthy organ) then costs as much as
-    one next to a true tumor, instead of only its share of the voxel-mean BCE.
     """
     z = logits.float()
     y = target.float()
@@ -62,42 +54,8 @@ def masked_bce_dice(
     denominator = p.sum(dim=dims) + target_sum
     dice = 1.0 - (2.0 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)
     has_positive = target_sum > 0
-    if pooled_channels:
-        channels = list(pooled_channels)
-        pooled_target = target_sum[channels].sum()
-        pooled = 1.0 - (2.0 * intersection[channels].sum() + DICE_SMOOTH) / (
-            p[:, channels].sum() + pooled_target + DICE_SMOOTH
-        )
-        dice = torch.cat([dice, pooled[None]])
-        has_positive = torch.cat([has_positive, (pooled_target > 0)[None]])
     dice_loss = dice[has_positive].mean() if bool(has_positive.any()) else zero
     return bce_loss + dice_loss
-
-
-def organ_balanced_bce(
-    logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, lesion_organs: Mapping[int, Sequence[int]]
-) -> torch.Tensor:
-    """Organ-balanced lesion BCE (not in the paper): per lesion channel, the BCE averaged over its known tumor
-    voxels plus the BCE averaged over its known tumor-free voxels inside its organ; mean over those terms.
-
-    Tensors (B, C, X, Y, Z), float32 math. ``lesion_organs`` maps a lesion channel to its organ channels
-    (kidney lesion -> left and right kidney); organ voxels are those labelled and known in an organ channel.
-    The voxel-mean BCE of :func:`masked_bce_dice` gives a tumor voxel a weight of 1 / (all voxels of all
-    channels), and its Dice term has no gradient once a logit is saturated, so a lesion channel that is deeply
-    negative in one organ (e.g. every right kidney) never recovers; here each tumor voxel weighs 1 / (tumor
-    voxels) and each healthy organ voxel 1 / (healthy organ voxels). Terms without voxels are skipped (zero
-    when none is left).
-    """
-    z, y, k = logits.float(), target.float(), known.float()
-    terms = []
-    for lesion, organs in lesion_organs.items():
-        organ = (y[:, list(organs)] * k[:, list(organs)]).amax(dim=1)
-        bce = F.binary_cross_entropy_with_logits(z[:, lesion], y[:, lesion], reduction="none")
-        for voxels in (y[:, lesion] * k[:, lesion], (1 - y[:, lesion]) * k[:, lesion] * organ):
-            count = voxels.sum()
-            if bool(count > 0):
-                terms.append((bce * voxels).sum() / count)
-    return torch.stack(terms).mean() if terms else z.sum() * 0.0
 
 
 def segmentation_loss(
@@ -105,6 +63,7 @@ def segmentation_loss(
     target: torch.Tensor,
     unknown: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     unknown_dilation_mm: float = UNKNOWN_DILATION_MM,
 ) -> torch.Tensor:
     """Masked BCE + soft Dice on known voxels, known = 1 - dilate(unknown, 2.5 mm).
@@ -130,10 +89,10 @@ class MaskedSegmentationLoss(nn.Module):
     Shapes: logits, target, unknown (B, C, X, Y, Z). Reduction: mean (see :func:`masked_bce_dice`).
     """
 
-    def __init__(self, spacing_mm: Spacing, unknown_dilation_mm: float = UNKNOWN_DILATION_MM) -> None:
+    def __init__(self, spacing_mm: Spacing, *, unknown_dilation_mm: float = UNKNOWN_DILATION_MM) -> None:
         super().__init__()
         self.spacing_mm = check_spacing(spacing_mm)
         self.unknown_dilation_mm = unknown_dilation_mm
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
-        return segmentation_loss(logits, target, unknown, self.spacing_mm, self.unknown_dilation_mm)
+        return segmentation_loss(logits, target, unknown, self.spacing_mm, unknown_dilation_mm=self.unknown_dilation_mm)

@@ -18,7 +18,7 @@ def relative_volume_error(a: torch.Tensor, y: torch.Tensor, e_mm3: float = VOLUM
 
 
 def volume_loss_from_mm3(
-    predicted_mm3: torch.Tensor, reported_mm3: torch.Tensor, tolerance: float = 0.1, e_mm3: float = VOLUME_E_MM3
+    predicted_mm3: torch.Tensor, reported_mm3: torch.Tensor, *, tolerance: float = 0.1, e_mm3: float = VOLUME_E_MM3
 ) -> torch.Tensor:
     """Per-sample Volume Loss from volumes in mm^3 (same shapes), zero inside the tolerance band.
 
@@ -37,6 +37,7 @@ def volume_loss_in_region(
     region: ReportRegion,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     tolerance: float = 0.1,
     e_mm3: float = VOLUME_E_MM3,
 ) -> torch.Tensor:
@@ -46,7 +47,7 @@ def volume_loss_in_region(
     p = torch.sigmoid(select_channel(logits, region.channel).float())
     predicted = voxel_volume_mm3(spacing_mm) * (p * region.dilated).flatten(1).sum(dim=1)
     reported = volumes_mm3.float().clamp(min=0).sum(dim=1).to(predicted.device)
-    per_sample = volume_loss_from_mm3(predicted, reported, tolerance, e_mm3)
+    per_sample = volume_loss_from_mm3(predicted, reported, tolerance=tolerance, e_mm3=e_mm3)
     return per_sample[region.has_region].mean()
 
 
@@ -55,6 +56,7 @@ def volume_loss(
     region: torch.Tensor,
     volumes_mm3: torch.Tensor,
     spacing_mm: Spacing,
+    *,
     tolerance: float = 0.1,
     E: float = VOLUME_E_MM3,  # noqa: N803 (the paper's name)
     region_dilation_mm: float = REGION_DILATION_MM,
@@ -82,8 +84,8 @@ def volume_loss(
     if region.shape != logits.shape:
         raise ValueError(f"region must have the logits' shape {tuple(logits.shape)}, got {tuple(region.shape)}")
     check_spacing(spacing_mm)
-    dilated = report_region(region, spacing_mm, region_dilation_mm, unknown)
-    return volume_loss_in_region(logits, dilated, volumes_mm3, spacing_mm, tolerance, E)
+    dilated = report_region(region, spacing_mm, dilation_mm=region_dilation_mm, unknown=unknown)
+    return volume_loss_in_region(logits, dilated, volumes_mm3, spacing_mm, tolerance=tolerance, e_mm3=E)
 
 
 class VolumeLoss(nn.Module):
@@ -95,6 +97,7 @@ class VolumeLoss(nn.Module):
     def __init__(
         self,
         spacing_mm: Spacing,
+        *,
         tolerance: float = 0.1,
         E: float = VOLUME_E_MM3,  # noqa: N803
         region_dilation_mm: float = REGION_DILATION_MM,
@@ -106,4 +109,5 @@ class VolumeLoss(nn.Module):
         self.region_dilation_mm = region_dilation_mm
 
     def forward(self, logits: torch.Tensor, region: torch.Tensor, volumes_mm3: torch.Tensor) -> torch.Tensor:
-        return volume_loss(logits, region, volumes_mm3, self.spacing_mm, self.tolerance, self.E, self.region_dilation_mm)
+        return volume_loss(logits, region, volumes_mm3, self.spacing_mm, tolerance=self.tolerance, E=self.E,
+                           region_dilation_mm=self.region_dilation_mm)

@@ -17,7 +17,7 @@ from pathlib import Path
 from rsuper.atomic import write_text_atomic
 
 COLUMNS = (
-    "step", "lr", "total", "seg_final", "seg_aux", "ball", "volume", "absence", "grad_norm", "samples_per_s", "elapsed_s"
+    "step", "lr", "total", "seg_final", "seg_aux", "ball", "volume", "grad_norm", "samples_per_s", "elapsed_s"
 )
 
 

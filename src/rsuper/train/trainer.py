@@ -1,8 +1,9 @@
 """The training loop of METHOD.md §6: stage 1 (masks) and stage 2 (masks + reports), DDP, exact resume.
 
-Policy lives elsewhere: samples in ``rsuper.data.dataset``, losses in ``rsuper.losses``, schedule in
-``rsuper.train.schedule``, EMA in ``rsuper.train.ema``. This module wires them, steps the optimiser and
-writes self-describing checkpoints (``rsuper.models.checkpoint`` payload) atomically:
+Policy lives elsewhere: the dataset and the loss of a config in ``rsuper.train.build`` (samples in
+``rsuper.data``, losses in ``rsuper.losses``), the output-bias initialisation in ``rsuper.train.bias_init``,
+schedule in ``rsuper.train.schedule``, EMA in ``rsuper.train.ema``. This module keeps the loop, the step and
+the checkpoints: it wires them, steps the optimiser and writes self-describing checkpoints (``rsuper.models.checkpoint`` payload) atomically:
 ``OUT/last.pt`` every ``checkpoint_every`` steps, ``OUT/final.pt`` at the end, ``OUT/metrics.csv``,
 ``OUT/config.yaml``. Only rank 0 writes.
 
@@ -10,7 +11,7 @@ Exact resume: the batch of step ``s`` depends only on (seed, s, rank), and the c
 EMA, optimiser, scheduler, step and torch RNG state, so ``--resume`` continues as if never stopped.
 
 Example:
-    >>> final = train(TrainConfig(cache="cache", out="runs/s1", model="dynunet_small", steps=500))
+    >>> final = train(TrainConfig(cache="cache", out="runs/s1", model="dynunet_small", optim={"steps": 500}))
     >>> final
     PosixPath('runs/s1/final.pt')
 """
@@ -32,14 +33,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from rsuper import labels
 from rsuper.config import TrainConfig
-from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
+from rsuper.data.dataset import MixedBatchSampler
 from rsuper.data.preprocess import load_manifest
 from rsuper.errors import ConfigError
-from rsuper.losses import combine
 from rsuper.models import checkpoint as ckpt
 from rsuper.models.registry import build_model, check_model_kwargs, model_for_file
+from rsuper.train.bias_init import init_output_bias
+from rsuper.train.build import build_loss, build_training_data
 from rsuper.train.distributed import (
     DistributedContext,
     all_ranks_true,
@@ -52,7 +53,7 @@ from rsuper.train.metrics import MetricsLog
 from rsuper.train.schedule import warmup_poly_scheduler
 
 TARGET_KEYS = ("label", "unknown", "region")
-LOSS_TERMS = ("total", "seg_final", "seg_aux", "ball", "volume", "absence")
+LOSS_TERMS = ("total", "seg_final", "seg_aux", "ball", "volume")
 StepCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -75,44 +76,6 @@ def train(config: TrainConfig, *, show_progress: bool = True, on_step: StepCallb
         return Trainer(config, ctx).run(show_progress=show_progress, on_step=on_step)
     finally:
         cleanup_distributed(ctx)
-
-
-def output_bias_parameters(model: nn.Module, num_classes: int, probe_size: int) -> list[torch.Tensor]:
-    """The bias vectors that shift an output's logits one-to-one (the network's output heads).
-
-    Found by probing: every conv with ``num_classes`` output channels and a bias is tested; it is a head
-    when adding 1 to its bias adds 1 to the final or deep-supervision logits of that channel everywhere.
-    """
-    convs = [
-        m for m in model.modules()
-        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and m.out_channels == num_classes and m.bias is not None
-    ]
-    device = next(model.parameters()).device
-    x = torch.zeros(1, model_in_channels(model), probe_size, probe_size, probe_size, device=device)
-    was_training = model.training
-    model.eval()
-    heads = []
-    with torch.no_grad():
-        base = [o.clone() for o in model(x)]
-        for conv in convs:
-            conv.bias[0] += 1.0
-            shifted = model(x)
-            conv.bias[0] -= 1.0
-            for before, after in zip(base, shifted):
-                delta = after - before
-                if torch.allclose(delta[:, 0], torch.ones_like(delta[:, 0]), atol=1e-4) and torch.allclose(
-                    delta[:, 1:], torch.zeros_like(delta[:, 1:]), atol=1e-4
-                ):
-                    heads.append(conv.bias)
-                    break
-    model.train(was_training)
-    return heads
-
-
-def model_in_channels(model: nn.Module) -> int:
-    """Input channels of the first convolution."""
-    first = next(m for m in model.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)))
-    return first.in_channels
 
 
 def stored_run_config(payload: dict[str, Any], source: Path, given: TrainConfig) -> TrainConfig:
@@ -145,7 +108,8 @@ class Trainer:
             resume_payload = ckpt.load_checkpoint(last)
             stored = stored_run_config(resume_payload, last, config)
             # The stored run defines the run; only where/how it runs may change.
-            config = stored.model_copy(update={"resume": True, "device": config.device, "workers": config.workers})
+            data = stored.data.model_copy(update={"workers": config.data.workers})
+            config = stored.model_copy(update={"resume": True, "device": config.device, "data": data})
         self.config, self.ctx = config, ctx
         self.device = ctx.device
         self.console = Console(stderr=True, quiet=not ctx.is_main)
@@ -154,85 +118,36 @@ class Trainer:
             raise ConfigError("no cache given: set `cache` in the config or pass --cache CACHE (from `rsuper prepare`)")
         manifest = load_manifest(config.cache[0])
         self.spacing_mm = tuple(float(s) for s in manifest["spacing_mm"])
-        self.dataset, self.n_mask, self.n_report = self._build_dataset(config)
+        training_data = build_training_data(config, self.class_names, self.spacing_mm)
+        self.console.print(training_data.summary())
+        self.dataset, self.n_mask, self.n_report = training_data.dataset, training_data.n_mask, training_data.n_report
         # Known (labelled) voxels seen per class, this rank's share; stage 2 starts from stage 1's (main rank).
         self.supervised_voxels = torch.zeros(len(self.class_names), dtype=torch.float64)
         torch.manual_seed(config.seed)
         # channels-last 3D: same numbers, 2-3x faster convolution backward on CPU, tensor-core friendly on GPU.
         self.model = self._build_model(config).to(self.device, memory_format=torch.channels_last_3d)
-        self.ema = create_ema(self.model, config.ema_decay)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.effective_lr, weight_decay=config.weight_decay
-        )
-        self.scheduler = warmup_poly_scheduler(self.optimizer, config.warmup_steps, config.steps, config.poly_power)
+        optim = config.optim
+        self.ema = create_ema(self.model, optim.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.effective_lr, weight_decay=optim.weight_decay)
+        self.scheduler = warmup_poly_scheduler(self.optimizer, optim.warmup_steps, optim.steps, optim.poly_power)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         if self.amp_dtype is not None and self.device.type != "cuda":
             self.console.print(f"[yellow]amp={config.amp} needs a GPU; training in float32 on {self.device}[/]")
             self.amp_dtype = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        # Lesion channels get the Ball Loss background BCE also in samples without a region (METHOD.md §5):
-        # healthy report CTs and mask CTs then push false-positive lesions down as strongly as tumor CTs push up.
-        lesion_channels = [i for i, name in enumerate(self.class_names) if labels.is_lesion_class(name)]
-        self.loss_fn = combine.ReportSupervisedLoss(
-            self.spacing_mm,
-            report_weight=config.effective_report_weight,
-            tolerance=config.volume_tolerance,
-            margin=config.ball_margin,
-            volume_mode=config.ball_volume_mode,
-            rank_weighted=config.ball_rank_weighted,
-            lesion_channels=lesion_channels,
-            ball_weight=config.ball_weight,
-            volume_weight=config.volume_weight,
-            pooled_dice_channels=lesion_channels if config.lesion_pooled_dice else None,
-            ball_min_confidence=config.ball_min_confidence,
-            ball_region_background=config.ball_region_background,
-            ball_attenuation_weight=config.ball_attenuation_weight,
-            absence_weight=config.absence_weight,
-            absence_volume_mm3=config.absence_volume_mm3,
-            absence_min_prob=config.absence_min_prob,
-            organ_bce_weight=config.lesion_organ_bce,
-            lesion_organs=labels.lesion_organ_channels(self.class_names, config.lesion_organ_bce_organs),
-        )
+        self.loss_fn = build_loss(config, self.class_names, self.spacing_mm)
         self.step = 0
         if resume_payload is not None:
             self._load_training_state(resume_payload)
-        elif config.stage == 1 and config.bias_init:
-            self._init_output_bias()
+        elif config.stage == 1 and optim.bias_init:
+            heads = init_output_bias(self.model, self.dataset, self.n_mask, config.data.batch_size, config.seed + 7)
+            self.console.print(f"output bias initialised on {len(heads)} head(s) from foreground fractions")
         self.net: nn.Module = self.model
         if ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
 
     # ----------------------------------------------------------------------------------------- set-up
-    def _build_dataset(self, config: TrainConfig) -> tuple[TrainingDataset, int, int]:
-        findings = None
-        if config.stage == 2:
-            if config.tumors is None:
-                raise ConfigError("stage 2 trains on reports: pass --tumors tumors.csv (from `rsuper extract`)")
-            from rsuper.reports.tables import read_tumors_csv
-
-            findings = read_tumors_csv(config.tumors)
-        mask_cases, report_cases, skipped = collect_training_cases(
-            config.cache, findings, self.class_names, config.target_organs, config.max_tumors
-        )
-        if config.stage == 2 and not report_cases:
-            raise ValueError(
-                f"stage 2: no report case in {config.cache} matches {config.tumors} "
-                "(cases need findings and no lesion masks); check the case ids"
-            )
-        if config.stage == 1:
-            unused = f"{len(skipped)} case(s) without lesion masks unused (stage 1 trains on masks only)"
-        else:
-            unused = f"{len(skipped)} unused" + (f" (e.g. {skipped[0]})" if skipped else "")
-        self.console.print(f"{len(mask_cases)} mask cases, {len(report_cases)} report cases, {unused}")
-        dataset = TrainingDataset(
-            mask_cases, report_cases, self.class_names, config.patch_size, self.spacing_mm,
-            config.target_organs, config.max_tumors, config.mask_crop_probs, config.report_margin_mm,
-            config.report_random_crop_prob, config.augment, config.mirror_prob, config.organ_shift_hu,
-            config.organ_shift_prob,
-        )
-        return dataset, len(mask_cases), len(report_cases)
-
     def _build_model(self, config: TrainConfig) -> nn.Module:
         """The network; in stage 2 (not resuming) with stage 1's weights, whose supervised-voxel counts are
         added to this run's."""
@@ -240,10 +155,10 @@ class Trainer:
             model = build_model(config.model, 1, len(self.class_names), **config.model_kwargs)
         except TypeError as err:  # a keyword the network does not take
             raise ConfigError(f"model_kwargs {config.model_kwargs} do not fit model {config.model!r}: {err}") from None
-        bad = [p for p in config.patch_size if p % model.size_divisor]
-        if bad:
+        patch_size = config.data.patch_size
+        if any(p % model.size_divisor for p in patch_size):
             raise ConfigError(
-                f"patch_size {config.patch_size} must be a multiple of {model.size_divisor} for model {config.model!r}"
+                f"patch_size {patch_size} must be a multiple of {model.size_divisor} for model {config.model!r}"
             )
         if config.stage == 2 and not config.resume:
             payload = ckpt.load_checkpoint(config.init)
@@ -256,26 +171,6 @@ class Trainer:
             ckpt.load_state_dict_strict(model, payload[which], f"--init {config.init} {which}")
             self._add_supervised_voxels(payload)
         return model
-
-    def _init_output_bias(self, n_batches: int = 8) -> None:
-        """Output biases = log-odds of each channel's foreground fraction in sampled patches (METHOD.md §6)."""
-        sampler = MixedBatchSampler(self.n_mask, 0, self.config.batch_size, 0.0, n_batches, seed=self.config.seed + 7)
-        fg = np.zeros(len(self.class_names))
-        known = np.zeros(len(self.class_names))
-        for keys in sampler:
-            for key in keys:
-                sample = self.dataset[key]
-                k = (1 - sample["unknown"]).double()
-                fg += (sample["label"].double() * k).sum(dim=(1, 2, 3)).numpy()
-                known += k.sum(dim=(1, 2, 3)).numpy()
-        fraction = np.clip(np.where(known > 0, fg / np.maximum(known, 1), 0.01), 1e-4, 1 - 1e-4)
-        bias = torch.tensor(np.log(fraction / (1 - fraction)), dtype=torch.float32)
-        probe = 2 * self.model.size_divisor
-        heads = output_bias_parameters(self.model, len(self.class_names), probe)
-        with torch.no_grad():
-            for param in heads:
-                param.copy_(bias.to(param.device))
-        self.console.print(f"output bias initialised on {len(heads)} head(s) from foreground fractions")
 
     def _load_training_state(self, payload: dict[str, Any]) -> None:
         state = payload["training"]
@@ -323,7 +218,7 @@ class Trainer:
             "rng": {"torch": rng_states},
         }
         return ckpt.make_payload(
-            c.model, 1, self.class_names, self.spacing_mm, c.patch_size, self.model.state_dict(),
+            c.model, 1, self.class_names, self.spacing_mm, c.data.patch_size, self.model.state_dict(),
             model_kwargs=c.model_kwargs, ema_state_dict=self.ema.module.state_dict(), training=training,
             config=c.to_dict(), supervised_voxels=dict(zip(self.class_names, supervised.tolist())),
         )
@@ -341,11 +236,11 @@ class Trainer:
     def _loader(self) -> DataLoader:
         c = self.config
         sampler = MixedBatchSampler(
-            self.n_mask, self.n_report, c.batch_size, c.report_fraction if c.stage == 2 else 0.0, c.steps,
-            seed=c.seed, rank=self.ctx.rank, start_step=self.step,
+            self.n_mask, self.n_report, c.data.batch_size, c.data.report_fraction if c.stage == 2 else 0.0,
+            c.optim.steps, seed=c.seed, rank=self.ctx.rank, start_step=self.step,
         )
         return DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=c.workers, pin_memory=self.device.type == "cuda",
+            self.dataset, batch_sampler=sampler, num_workers=c.data.workers, pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
 
@@ -353,10 +248,7 @@ class Trainer:
         self.supervised_voxels += (batch["unknown"] < 0.5).sum(dim=(0, 2, 3, 4)).double()
         image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
-        report_keys = ("tumor_volumes_mm3", "tumor_diameters_mm", "tumor_hypoattenuating")
-        targets.update({k: batch[k].to(self.device).float() for k in report_keys})
-        targets["image"] = image
-        targets["is_report"] = batch["is_report"].to(self.device)
+        targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         )
@@ -370,7 +262,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip))
         if self.amp_dtype != torch.float16 and not all_ranks_true(math.isfinite(grad_norm), self.ctx):
             self._diverged(f"gradient norm is {grad_norm} ({_fmt_losses(values)})")
         values["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -389,8 +281,9 @@ class Trainer:
         )
 
     def run(self, show_progress: bool = True, on_step: StepCallback | None = None) -> Path:
-        """Trains from ``self.step`` to ``config.steps``; returns ``OUT/final.pt``."""
+        """Trains from ``self.step`` to ``config.optim.steps``; returns ``OUT/final.pt``."""
         c = self.config
+        steps = c.optim.steps
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             from rsuper.atomic import write_text_atomic
@@ -406,7 +299,7 @@ class Trainer:
         )
         try:
             with progress:
-                task = progress.add_task("", total=c.steps, completed=self.step)
+                task = progress.add_task("", total=steps, completed=self.step)
                 for batch in self._loader():
                     values, grad_norm = self._train_step(batch)
                     self.step += 1
@@ -414,16 +307,16 @@ class Trainer:
                     progress.update(task, advance=1, description=_fmt_losses(values))
                     if on_step is not None:
                         on_step(self.step, values)
-                    if self.step % c.log_every == 0 or self.step == c.steps:
+                    if self.step % c.log_every == 0 or self.step == steps:
                         now = time.perf_counter()
                         row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                         row["lr"] = window[-1]["lr"]  # the lr of the last step in the window
-                        row["samples_per_s"] = len(window) * c.batch_size * self.ctx.world_size / (now - last_log)
+                        row["samples_per_s"] = len(window) * c.data.batch_size * self.ctx.world_size / (now - last_log)
                         row["elapsed_s"] = now - start_time
                         if log is not None:
                             log.write(self.step, row)
                         window, last_log = [], now
-                    if self.step % c.checkpoint_every == 0 and self.step < c.steps:
+                    if self.step % c.checkpoint_every == 0 and self.step < steps:
                         self.save("last.pt")
             self.save("last.pt")
             final = self.save("final.pt")
