@@ -175,6 +175,13 @@ def subsegment_class(organ: str, token: str) -> str | None:
     return SUBSEGMENTS_OF_ORGAN.get(organ, {}).get(token)
 
 
+def organ_union_members(name: str) -> tuple[str, ...]:
+    """The side classes whose union is the whole-organ class ``name`` (``kidney`` -> ``kidney_left``,
+    ``kidney_right``); empty for every class that is not an organ made of sides."""
+    members = ORGAN_MASK_CLASSES.get(canonical_class_name(name), ())
+    return members if len(members) > 1 else ()
+
+
 def mirror_partner(name: str) -> str | None:
     """The class a left-right mirror turns ``name`` into: ``kidney_left`` <-> ``kidney_right``; None when
     the class has no mirror meaning (pancreas parts and liver segments are defined by the patient's side);

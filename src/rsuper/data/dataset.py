@@ -216,8 +216,11 @@ class TrainingDataset(Dataset):
             return out
 
         for ci, name in enumerate(self.class_names):
+            sides = labels.organ_union_members(name)
             if name in cached.masks:
                 targets[ci] = crop(name)
+            elif sides and all(side in cached.masks for side in sides):
+                targets[ci] = union(sides)  # "kidney" = kidney_left | kidney_right
             else:
                 targets[c + ci] = 1
         sup = case.supervision
