@@ -1,6 +1,6 @@
 """Cost of the report losses (Ball + Volume Loss, forward + backward) against one DynUNet training step.
 
-Setting (issue 5 / METHOD.md §6): patch 128^3 at 1 mm, batch 2, both samples with a region and one
+Setting (issue 5 / docs/method.md §6): patch 128^3 at 1 mm, batch 2, both samples with a region and one
 reported tumor of 10, 25 or 40 mm; a MONAI DynUNet in an nnU-Net-like 6-level configuration with
 deep supervision. Also times the ball sum of the centre search alone (FFT vs direct conv3d).
 

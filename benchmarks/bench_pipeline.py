@@ -1,6 +1,6 @@
 """Training data pipeline throughput vs the network's training speed (issue 7 bar).
 
-Builds a synthetic prepared cache (contract 3) of CT-sized cases at 1 mm (default 256 x 256 x 192 voxels,
+Builds a synthetic prepared cache (docs/data.md) of CT-sized cases at 1 mm (default 256 x 256 x 192 voxels,
 organ and sub-segment masks, tumors in the mask cases, report cases with tumors of known size), then
 measures, per patch size:
   * pipeline: samples/s of ``TrainingDataset`` + ``MixedBatchSampler`` through a ``DataLoader`` with

@@ -1,4 +1,4 @@
-"""Tiny prepared caches (contract 3 format) and findings for the dataset and trainer tests."""
+"""Tiny prepared caches (the cache format of docs/data.md) and findings for the dataset and trainer tests."""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ class DemoPlan:
     # 1200 rather than 400: with 400 the report losses had not converged (BENCHMARKS.md, demo section).
     stage2_steps: int = 1200
     lr: float = 3e-3
-    # Short CPU budget: stage 2 keeps the stage-1 learning rate (METHOD: x0.1 for long runs) in both arms.
+    # Short CPU budget: stage 2 keeps the stage-1 learning rate (docs/method.md: x0.1 for long runs) in both arms.
     stage2_lr_factor: float = 1.0
     report_weight: float = 0.1
     tumor_crop_prob: float = 0.8

@@ -1,7 +1,7 @@
 """Class names shared by every step: one alias table, organs, sub-segments and lesion channels.
 
 Mask files are named ``<class>.nii.gz`` with the canonical (AbdomenAtlas) names below. Report
-organs use the names of METHOD.md §2 ("liver", "pancreas", "kidney", "adrenal gland", ...);
+organs use the names of docs/method.md §2 ("liver", "pancreas", "kidney", "adrenal gland", ...);
 location tokens are "head"/"body"/"tail", "left"/"right", "segment 1".."segment 8".
 
 Example:
@@ -42,7 +42,7 @@ PANCREAS_PARTS: tuple[str, ...] = ("pancreas_head", "pancreas_body", "pancreas_t
 LIVER_SEGMENTS: tuple[str, ...] = tuple(f"liver_segment_{i}" for i in range(1, 9))
 SUBSEGMENT_CLASSES: tuple[str, ...] = PANCREAS_PARTS + LIVER_SEGMENTS
 
-# Report organ (METHOD.md §2) -> lesion channel / mask file name.
+# Report organ (docs/method.md §2) -> lesion channel / mask file name.
 LESION_CLASS_OF_ORGAN: dict[str, str] = {
     "liver": "liver_lesion",
     "pancreas": "pancreatic_lesion",

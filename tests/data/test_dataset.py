@@ -1,4 +1,4 @@
-"""Report supervision and report samples (METHOD.md §4): groups, unknown, region, crops, healthy cases."""
+"""Report supervision and report samples (docs/method.md §4): groups, unknown, region, crops, healthy cases."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_linked_subsegments_form_one_group_with_summed_volume():
     assert set(groups) == {("pancreas_body", "pancreas_tail"), ("pancreas_head",)}
     body_tail = groups[("pancreas_body", "pancreas_tail")]
     assert body_tail.usable and not body_tail.organ_level
-    assert body_tail.total_volume_mm3 == pytest.approx(604.8 + 4188.8, abs=0.1)  # METHOD.md §10
+    assert body_tail.total_volume_mm3 == pytest.approx(604.8 + 4188.8, abs=0.1)  # docs/method.md §10
     assert body_tail.volumes_mm3[0] > body_tail.volumes_mm3[1]  # largest first
     assert body_tail.diameters_mm == (20.0, 11.0)
     assert set(sup.unknown["pancreatic_lesion"]) == {"pancreas_head", "pancreas_body", "pancreas_tail"}

@@ -119,7 +119,7 @@ def test_findings_box_diameters_volume_and_location():
 def test_principal_diameters_of_a_digital_ball():
     grid = np.indices((15, 15, 15)) - 7
     ball = (grid ** 2).sum(0) <= 4.5 ** 2  # ball of diameter 9 voxels
-    assert ball.sum() == 389  # METHOD.md §10
+    assert ball.sum() == 389  # docs/method.md §10
     specks = np.zeros((40, 15, 15), bool)
     specks[:15] = ball
     specks[20:40:2, 0, 0] = True  # ten one-voxel components

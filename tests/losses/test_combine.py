@@ -1,4 +1,4 @@
-"""Masked segmentation loss and ReportSupervisedLoss (METHOD.md §5 combination)."""
+"""Masked segmentation loss and ReportSupervisedLoss (docs/method.md §5 combination)."""
 
 from __future__ import annotations
 

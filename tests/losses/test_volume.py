@@ -1,4 +1,4 @@
-"""Volume Loss: METHOD.md §10 reference values, mm^3 physics, reduction over samples with a region."""
+"""Volume Loss: docs/method.md §10 reference values, mm^3 physics, reduction over samples with a region."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""rsuper checkpoints (contract 8) and conversion of R-Super checkpoints (prefixes, EMA, pickled modules)."""
+"""rsuper checkpoints (docs/method.md §11) and conversion of R-Super checkpoints (prefixes, EMA, pickled modules)."""
 
 from __future__ import annotations
 

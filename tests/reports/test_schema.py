@@ -1,4 +1,4 @@
-"""Schema, vocabulary and R-Super-compatible tables (METHOD.md §2, §10)."""
+"""Schema, vocabulary and R-Super-compatible tables (docs/method.md §2, §10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Phantom generator: layout (contract 4), determinism, anatomy truth, tumors, reports and gold tables."""
+"""Phantom generator: layout (docs/phantoms.md), determinism, anatomy truth, tumors, reports and gold tables."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_tumors_inside_organ_and_subsegment(dataset):
         where = out / "truth" / t["BDMAP ID"] / "segmentations" if t["organ"] != "kidney" else seg
         region = sum(_canonical(where / f"{c}.nii.gz").astype(bool) for c in subs).astype(bool)
         assert (component & region).sum() / component.sum() >= 0.75
-        # Voxel volume agrees with the ellipsoid of the true diameters (METHOD.md §2) within discretisation.
+        # Voxel volume agrees with the ellipsoid of the true diameters (docs/method.md §2) within discretisation.
         assert t["volume_vox_mm3"] == pytest.approx(t["volume_from_diameters_mm3"], rel=0.6)
 
 

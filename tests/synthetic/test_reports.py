@@ -1,4 +1,4 @@
-"""Phantom reports: the stated lesions follow METHOD.md's `multiple` row and unknown-size conventions."""
+"""Phantom reports: the stated lesions follow docs/method.md's `multiple` row and unknown-size conventions."""
 
 from __future__ import annotations
 

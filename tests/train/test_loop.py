@@ -1,4 +1,4 @@
-"""Trainer (METHOD.md §6): exact resume, NaN stop, schedule, output-bias init, CLI configuration."""
+"""Trainer (docs/method.md §6): exact resume, NaN stop, schedule, output-bias init, CLI configuration."""
 
 from __future__ import annotations
 

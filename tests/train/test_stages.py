@@ -1,4 +1,4 @@
-"""Trainer (METHOD.md §6): a few dozen steps of stage 1 then stage 2 lower the loss; checkpoint contents."""
+"""Trainer (docs/method.md §6): a few dozen steps of stage 1 then stage 2 lower the loss; checkpoint contents."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_stage1_then_stage2_lower_the_loss(data):
 
 
 def test_report_loss_options_reach_the_loss(data):
-    """The METHOD.md §5 options of a run file (tau, m, positives rule, rank weights, term weights) are used."""
+    """The docs/method.md §5 options of a run file (tau, m, positives rule, rank weights, term weights) are used."""
     final1 = data / "s1" / "final.pt"
     if not final1.is_file():
         final1 = train(_config(data, "s1"), show_progress=False)

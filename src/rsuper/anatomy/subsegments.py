@@ -4,7 +4,7 @@ Every function takes a boolean mask in any array orientation plus its 4x4 NIfTI 
 world mm). Sides come from world coordinates only (world x grows toward the patient's RIGHT), never from
 array order, so an LPS-written volume gives the same anatomy as its RAS twin.
 
-Pancreas (METHOD.md §3): the centre line is built from the organ itself. Geodesic distances inside the
+Pancreas (docs/method.md §3): the centre line is built from the organ itself. Geodesic distances inside the
 mask (gaps between detached pieces bridged by their shortest straight link) give a coordinate that runs
 from one end of the gland to the other; the centroids of its level sets, smoothed, form the centre line.
 Every voxel takes the arc-length fraction of its nearest centre-line point; the end with the larger

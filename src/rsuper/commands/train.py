@@ -1,4 +1,4 @@
-"""`rsuper train`: one training stage from a YAML run file and/or flags (METHOD.md §6)."""
+"""`rsuper train`: one training stage from a YAML run file and/or flags (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training samples from the prepared cache: mask cases + report cases (METHOD.md §4).
+"""Training samples from the prepared cache: mask cases + report cases (docs/method.md §4).
 
 ``collect_training_cases`` splits the cache into mask cases (at least one lesion-channel mask file) and
 report cases (findings without lesion masks; failed extractions are skipped). ``TrainingDataset`` turns a

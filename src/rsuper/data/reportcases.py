@@ -1,4 +1,4 @@
-"""Report supervision of one CT: tumor groups, usable groups and unknown lesion areas (METHOD.md §4).
+"""Report supervision of one CT: tumor groups, usable groups and unknown lesion areas (docs/method.md §4).
 
 A report lists tumors with an organ, a location (sub-segments, possibly several) and a size. Tumors that
 span several sub-segments link them; the connected sets of linked sub-segments of an organ are the
@@ -155,7 +155,7 @@ def build_report_supervision(
     target_organs: Sequence[str],
     max_tumors: int = 16,
 ) -> ReportSupervision:
-    """Turns one CT's findings into groups and unknown areas (METHOD.md §4).
+    """Turns one CT's findings into groups and unknown areas (docs/method.md §4).
 
     Args:
         findings: a ``rsuper.reports.schema.CaseFindings`` (``case_id``, ``lesions``; each lesion has

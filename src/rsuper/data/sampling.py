@@ -1,4 +1,4 @@
-"""Crop choice for mask and report cases (METHOD.md §4), TorchIO style: sample, record, then apply.
+"""Crop choice for mask and report cases (docs/method.md §4), TorchIO style: sample, record, then apply.
 
 A random choice (``choose_report_crop`` / ``choose_mask_crop``) returns a ``CropChoice`` with everything
 needed to re-make the patch deterministically (case, kind, group, crop start/size, tumors); the dataset
@@ -209,7 +209,7 @@ def choose_report_crop(
     margin_mm: float = 15.0,
     random_crop_prob: float = 0.1,
 ) -> CropChoice:
-    """Chooses a usable group uniformly and a crop holding all of it (METHOD.md §4).
+    """Chooses a usable group uniformly and a crop holding all of it (docs/method.md §4).
 
     Only groups whose mask voxels exist and fit in the patch count. With probability ``random_crop_prob``,
     or when no group qualifies, an organ-centred (else random) crop with no region is returned.

@@ -1,4 +1,4 @@
-"""CT-level tumor detection metrics (METHOD.md §8): a CT is positive for an organ when its report (or
+"""CT-level tumor detection metrics (docs/method.md §8): a CT is positive for an organ when its report (or
 mask) has >= 1 lesion there; the prediction is positive when the predicted tumor volume (after a light
 opening) is >= a volume threshold and > 0.
 

@@ -1,6 +1,6 @@
 """Voxel overlap metrics: Dice similarity coefficient and normalised surface Dice (NSD).
 
-Convention (METHOD.md §8): a case with no foreground in truth and none predicted scores 1 on both
+Convention (docs/method.md §8): a case with no foreground in truth and none predicted scores 1 on both
 metrics; foreground in only one of them scores 0.
 
 NSD (Nikolov et al. 2021) at tolerance tau mm: the surface of a mask is its foreground voxels that have a

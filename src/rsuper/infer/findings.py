@@ -10,7 +10,7 @@ Components are 26-connected (cc3d). For each component:
   d measures about d along every axis.
 - ``max_probability`` = the largest lesion probability inside the component (when given).
 - ``location`` = the report location token ("head", "segment 7", "left", ...) of the sub-segment that
-  overlaps the component most (METHOD.md §2 tokens, via ``rsuper.labels``); empty when no
+  overlaps the component most (docs/method.md §2 tokens, via ``rsuper.labels``); empty when no
   sub-segment mask overlaps it (unknown location, "u").
 
 Example:

@@ -1,6 +1,6 @@
 """Whole-CT inference: sliding window at the checkpoint's spacing, sigmoid, organ gating, masks in the CT grid.
 
-Pipeline per CT (METHOD.md §7):
+Pipeline per CT (docs/method.md §7):
   load -> canonical RAS -> resample to the checkpoint spacing (linear) -> ``normalize_ct`` ->
   MONAI ``sliding_window_inference`` (roi = checkpoint patch size, overlap 0.5, Gaussian weighting,
   final logits only) -> flip test-time augmentation, the mean of the sigmoid over the CT as is and
@@ -63,7 +63,7 @@ _NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$")
 
 @dataclass
 class Predictor:
-    """A network plus what is needed to run it on a CT (from a checkpoint payload, contract 8)."""
+    """A network plus what is needed to run it on a CT (from a checkpoint payload, docs/method.md §11)."""
 
     model: torch.nn.Module
     class_names: list[str]

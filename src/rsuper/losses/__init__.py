@@ -1,4 +1,4 @@
-"""rsuper.losses: the R-Super losses (METHOD.md §5) for any PyTorch network.
+"""rsuper.losses: the R-Super losses (docs/method.md §5) for any PyTorch network.
 
 Tensors are (B, C, X, Y, Z); ``spacing_mm`` is a 3-tuple in mm in the array's axis order; report
 volumes and diameters are (B, T) padded with 0. See docs/losses.md.

@@ -1,4 +1,4 @@
-"""Ball Loss (METHOD.md §5): pseudo-tumors from the current prediction, then BCE (+ rank weights) + Dice.
+"""Ball Loss (docs/method.md §5): pseudo-tumors from the current prediction, then BCE (+ rank weights) + Dice.
 
 Pseudo-labels (constants, recomputed every step under ``torch.no_grad``), per sample with a region:
 
@@ -18,7 +18,7 @@ Pseudo-labels (constants, recomputed every step under ``torch.no_grad``), per sa
    Loss = BCE toward 1 on P (optionally rank weighted) and toward 0 on Pi minus Bg, averaged over those
    voxels, + soft Dice between sigmoid(z_g) and P over Pi.
 
-Positives are restricted to R (METHOD.md: every reported tumor of the group lies inside it), which
+Positives are restricted to R (docs/method.md: every reported tumor of the group lies inside it), which
 guarantees that unknown voxels outside R are never supervised.
 """
 
@@ -272,7 +272,7 @@ def ball_loss(
     unknown_dilation_mm: float = UNKNOWN_DILATION_MM,
     border_dilation_mm: float = BORDER_DILATION_MM,
 ) -> torch.Tensor:
-    """Ball Loss of METHOD.md §5 (see the module docstring for the pseudo-label steps).
+    """Ball Loss of docs/method.md §5 (see the module docstring for the pseudo-label steps).
 
     Args:
         logits: (B, C, X, Y, Z) raw scores (float32 or bfloat16; computed in float32).

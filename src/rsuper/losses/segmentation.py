@@ -1,4 +1,4 @@
-"""Masked segmentation loss (METHOD.md §5): BCE + soft Dice on the known voxels of every channel."""
+"""Masked segmentation loss (docs/method.md §5): BCE + soft Dice on the known voxels of every channel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Volume Loss (METHOD.md §5): the predicted tumor volume inside the dilated region must match the report."""
+"""Volume Loss (docs/method.md §5): the predicted tumor volume inside the dilated region must match the report."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def volume_loss_from_mm3(
 
     ``t = max((1 - tolerance) y, min(y, 100))``; ``L = clamp(l(x, y) - l(t, y), 0, 1)``.
 
-    Example (METHOD.md §10): y = 1000, tolerance 0.2: x = 0 -> 0.5797, x = 5000 -> 0.5284.
+    Example (docs/method.md §10): y = 1000, tolerance 0.2: x = 0 -> 0.5797, x = 5000 -> 0.5284.
     """
     y = reported_mm3.float()
     t = torch.maximum((1.0 - tolerance) * y, torch.clamp(y, max=SMALL_VOLUME_MM3))
@@ -62,7 +62,7 @@ def volume_loss(
     region_dilation_mm: float = REGION_DILATION_MM,
     unknown: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Volume Loss of METHOD.md §5.
+    """Volume Loss of docs/method.md §5.
 
     ``x = v * sum(sigmoid(z_g) * R)`` with R = dilate(region, 15 mm) and v the voxel volume (mm^3);
     ``y`` = the sum of the sample's reported volumes (mm^3).

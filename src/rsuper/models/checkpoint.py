@@ -187,7 +187,7 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Validates ``payload`` (contract 8, plain data only) and writes it atomically; returns the path."""
+    """Validates ``payload`` (docs/method.md §11, plain data only) and writes it atomically; returns the path."""
     validate_payload(payload, "payload to save")
     _check_plain(payload, "payload")
     target = Path(path)

@@ -36,7 +36,7 @@ from rsuper.models.checkpoint import (
 from rsuper.models.registry import build_model
 
 PREFIXES = ("module.", "_orig_mod.")
-# Defaults for R-Super's published MedFormer (METHOD.md §6: 1 mm isotropic, 128^3 patches).
+# Defaults for R-Super's published MedFormer (docs/method.md §6: 1 mm isotropic, 128^3 patches).
 RSUPER_SPACING_MM = (1.0, 1.0, 1.0)
 RSUPER_PATCH_SIZE = (128, 128, 128)
 

@@ -1,4 +1,4 @@
-"""The versioned LLM prompt and answer schema for report extraction (METHOD.md §2 in instructions).
+"""The versioned LLM prompt and answer schema for report extraction (docs/method.md §2 in instructions).
 
 Bump ``PROMPT_VERSION`` whenever the wording or the schema changes: it is part of the cache key and of
 every output row, so answers from different prompts never mix.

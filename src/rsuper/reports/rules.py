@@ -1,4 +1,4 @@
-"""Rules backend: deterministic, offline extraction of lesions from report text (METHOD.md §2).
+"""Rules backend: deterministic, offline extraction of lesions from report text (docs/method.md §2).
 
 Pipeline per report: sections and sentences (``sections``) -> clauses -> lesion mentions (a lesion
 noun that is neither negated nor excluded) -> organ (named, implied by the location, or from the

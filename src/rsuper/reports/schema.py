@@ -1,4 +1,4 @@
-"""Tumor facts of one report (METHOD.md §2) as pydantic models, and the volume-from-diameters rule.
+"""Tumor facts of one report (docs/method.md §2) as pydantic models, and the volume-from-diameters rule.
 
 Example:
     >>> lesion = Lesion(organ="Pancreatic", location=["uncinate"], size_mm=[11, 10])
@@ -21,7 +21,7 @@ Certainty = Literal["certain", "high", "low", "u"]
 
 
 def volume_from_diameters(diameters_mm: Sequence[float]) -> float:
-    """Ellipsoid volume in mm³ from 1-3 diameters in mm (METHOD.md §2).
+    """Ellipsoid volume in mm³ from 1-3 diameters in mm (docs/method.md §2).
 
     One diameter ``d``: sphere ``π d³ / 6``; two ``a, b``: third axis ``(a + b) / 2``; three: ``π a b c / 6``.
     Raises ``ValueError`` for an empty list, more than 3 values or a non-positive diameter.
@@ -42,7 +42,7 @@ def volume_from_diameters(diameters_mm: Sequence[float]) -> float:
 class Lesion(BaseModel):
     """One reported lesion (or one ``multiple`` row standing for "several more, count not given").
 
-    ``location`` holds METHOD.md §2 tokens (liver ``segment 1``..``segment 8``, pancreas ``head``/``body``/
+    ``location`` holds docs/method.md §2 tokens (liver ``segment 1``..``segment 8``, pancreas ``head``/``body``/
     ``tail``, kidney and adrenal gland ``left``/``right``); empty means not stated (``u``). ``size_mm``
     holds the current 1-3 diameters in mm, ``None`` when not stated.
     """

@@ -1,6 +1,6 @@
 """R-Super-compatible tables: ``tumors.csv`` (one row per lesion) and ``cases.csv`` (one row per CT).
 
-Column names follow METHOD.md §2 (and R-Super's released metadata, including the ``Unknow`` spelling),
+Column names follow docs/method.md §2 (and R-Super's released metadata, including the ``Unknow`` spelling),
 so tables written here and R-Super's own metadata CSVs are read by the same functions. Cases whose
 extraction failed (``CaseFindings.error``) are left out of both tables: a failure is not "no lesion".
 

@@ -1,4 +1,4 @@
-"""Report vocabulary: organ names and location tokens as METHOD.md §2 spells them.
+"""Report vocabulary: organ names and location tokens as docs/method.md §2 spells them.
 
 One table for every spelling a report (or another extractor's table) may use, shared by the schema
 validators, the table readers and the rules backend.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-# Canonical report organs (METHOD.md §2), in the order tables list them.
+# Canonical report organs (docs/method.md §2), in the order tables list them.
 ORGANS: tuple[str, ...] = (
     "liver",
     "pancreas",
@@ -87,7 +87,7 @@ _ORGAN_ALIASES: dict[str, str] = {
 
 ROMAN: dict[str, int] = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8}
 
-# Liver regions -> Couinaud segments (METHOD.md §2). Longest phrases first when matching.
+# Liver regions -> Couinaud segments (docs/method.md §2). Longest phrases first when matching.
 LIVER_REGIONS: dict[str, tuple[int, ...]] = {
     "caudate": (1,),
     "dome": (7, 8),
@@ -162,7 +162,7 @@ def segment_numbers(text: str) -> list[int]:
 
 
 def liver_locations(text: str) -> list[str]:
-    """Liver location tokens in ``text``: named segments win over regions (METHOD.md §2)."""
+    """Liver location tokens in ``text``: named segments win over regions (docs/method.md §2)."""
     segments = segment_numbers(text)
     if not segments:
         lower = text.lower()

@@ -1,6 +1,6 @@
 """Synthetic abdominal CT datasets ("phantoms") with masks, reports and gold tumor tables.
 
-`generate_dataset` writes (contract 4, docs/phantoms.md)::
+`generate_dataset` writes (docs/phantoms.md)::
 
     OUT/masks/<case>/ct.nii.gz, segmentations/{liver,pancreas,kidney_left,kidney_right,spleen,
                                  liver_lesion,pancreatic_lesion,kidney_lesion}.nii.gz
@@ -8,7 +8,7 @@
     OUT/test/<case>/             like masks/
     OUT/truth/<case>/segmentations/{pancreas_head,body,tail, liver_segment_1..8, *_lesion}.nii.gz
     OUT/reports.csv              BDMAP ID, Report, split   (all cases)
-    OUT/gold/tumors.csv, OUT/gold/cases.csv   ideal extraction of each report (METHOD.md §2 tables)
+    OUT/gold/tumors.csv, OUT/gold/cases.csv   ideal extraction of each report (docs/method.md §2 tables)
     OUT/gold/tumors_truth.csv    per true tumor: voxel volume, centre, sub-segment, reported id
     OUT/phantoms.json            generator parameters and counts
 

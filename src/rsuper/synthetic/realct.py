@@ -13,7 +13,7 @@ voxels of 3 mm, non-contrast) and makes each "patient" as follows (docs/phantoms
 5. slight blur and added noise;
 6. the demo family's report writer (``rsuper.synthetic.reports``) and gold tables.
 
-It writes exactly the demo family's layout and files (contract 4), with ``"family": "realct"`` in
+It writes exactly the demo family's layout and files (docs/phantoms.md), with ``"family": "realct"`` in
 ``phantoms.json``; case *i* draws from ``SeedSequence([seed, i])``, whatever the number of workers.
 
 Example:

@@ -1,7 +1,7 @@
 """Free-text radiology reports for phantoms, written from varied templates, plus their ideal extraction.
 
 `write_report` returns the report text and the lesions a perfect reader would extract from it
-(METHOD.md §2: current sizes in mm, location tokens after the liver/pancreas conventions, `multiple`
+(docs/method.md §2: current sizes in mm, location tokens after the liver/pancreas conventions, `multiple`
 rows, no lesion for negations and distractors). Templates are data (lists of phrase patterns); all
 choices come from the given seeded RNG, so a report is deterministic per seed.
 """
@@ -67,7 +67,7 @@ PANCREAS_SITES = {
 KIDNEY_POLES = {"lower": ["lower pole of the {side} kidney", "{side} kidney lower pole", "{side} renal lower pole"],
                 "mid": ["interpolar region of the {side} kidney", "mid {side} kidney", "{side} kidney"],
                 "upper": ["upper pole of the {side} kidney", "{side} kidney upper pole", "{side} renal upper pole"]}
-LIVER_REGIONS = [  # (tokens covered, phrase, tokens the phrase means) per METHOD.md §2
+LIVER_REGIONS = [  # (tokens covered, phrase, tokens the phrase means) per docs/method.md §2
     ({"segment 1"}, "in the caudate lobe", ["segment 1"]),
     ({"segment 7", "segment 8"}, "at the hepatic dome", ["segment 7", "segment 8"]),
     ({"segment 5", "segment 6", "segment 7", "segment 8"}, "in the right hepatic lobe",
@@ -145,7 +145,7 @@ def _pick(rng: np.random.Generator, options):
 def format_size(rng: np.random.Generator, diameters_mm, unitless_ok: bool = True) -> tuple[str, list[float]]:
     """Size phrase (mm or cm, 1-3 diameters, rounded like a radiologist) and its value in mm.
 
-    With `unitless_ok`, about 1 in 20 phrases omit the unit (a bare number is mm, METHOD.md §2).
+    With `unitless_ok`, about 1 in 20 phrases omit the unit (a bare number is mm, docs/method.md §2).
     """
     k = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
     dims = sorted(diameters_mm, reverse=True)[:k]
@@ -154,7 +154,7 @@ def format_size(rng: np.random.Generator, diameters_mm, unitless_ok: bool = True
         values = [max(0.1, round(d / 10.0, 1)) for d in dims]
         return " x ".join(f"{v:.1f}" for v in values) + " cm", [round(v * 10.0, 1) for v in values]
     values = [max(1, int(round(d))) for d in dims]
-    unit = "" if style > 0.95 and unitless_ok else " mm"  # a number without unit is mm (METHOD.md §2)
+    unit = "" if style > 0.95 and unitless_ok else " mm"  # a number without unit is mm (docs/method.md §2)
     return " x ".join(str(v) for v in values) + unit, [float(v) for v in values]
 
 

@@ -1,4 +1,4 @@
-"""Exponential moving average of the weights (METHOD.md §6, decay 0.99), via torch's AveragedModel.
+"""Exponential moving average of the weights (docs/method.md §6, decay 0.99), via torch's AveragedModel.
 
 Example:
     >>> ema = create_ema(model, decay=0.99)

@@ -1,4 +1,4 @@
-"""Learning-rate schedule of METHOD.md §6: linear warm-up, then polynomial decay (power 0.9) to 0.
+"""Learning-rate schedule of docs/method.md §6: linear warm-up, then polynomial decay (power 0.9) to 0.
 
 Example:
     >>> scheduler = warmup_poly_scheduler(optimizer, warmup_steps=50, total_steps=1000)

@@ -1,4 +1,4 @@
-"""The training loop of METHOD.md §6: stage 1 (masks) and stage 2 (masks + reports), DDP, exact resume.
+"""The training loop of docs/method.md §6: stage 1 (masks) and stage 2 (masks + reports), DDP, exact resume.
 
 Policy lives elsewhere: the dataset and the loss of a config in ``rsuper.train.build`` (samples in
 ``rsuper.data``, losses in ``rsuper.losses``), the output-bias initialisation in ``rsuper.train.bias_init``,
@@ -195,7 +195,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def payload(self) -> dict[str, Any]:
-        """The checkpoint payload (contract 8) with full training state."""
+        """The checkpoint payload (docs/method.md §11) with full training state."""
         c = self.config
         supervised = self.supervised_voxels.clone()
         if self.ctx.enabled:
