@@ -21,12 +21,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -202,8 +204,43 @@ def prepare_out_dir(root: Path) -> None:
         shutil.rmtree(root / name, ignore_errors=True)
 
 
-def _make_case_args(args: tuple) -> dict:
-    return make_case(*args)
+def make_cases(
+    case_maker: Callable[..., dict], root: Path, seed: int, settings: Any, jobs: list[tuple[str, int]],
+    workers: int = 1, progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict], float]:
+    """Makes every case of ``jobs`` ((split, count) in order) with ``case_maker(root, index, split, seed, settings, k)``
+    (a module-level function: it runs in worker processes when ``workers`` > 1); returns the results and seconds."""
+    splits = [(split, k) for split, n in jobs for k in range(n)]
+    args = [(root, i, split, seed, settings, k) for i, (split, k) in enumerate(splits)]
+    start = time.perf_counter()
+    results: list[dict] = []
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(args) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            made = pool.map(case_maker, *zip(*args))
+        else:
+            made = (case_maker(*a) for a in args)
+        for result in made:
+            results.append(result)
+            if progress:
+                progress(result["case_id"])
+    return results, time.perf_counter() - start
+
+
+def write_tables(root: Path, results: list[dict]) -> list[dict]:
+    """Writes ``reports.csv`` and the gold tables (tumors, cases, true tumors) of made cases; returns the truth rows."""
+    with atomic_path(root / "reports.csv") as tmp:
+        pd.DataFrame(
+            [{"BDMAP ID": r["case_id"], "Report": r["report"], "split": r["split"]} for r in results],
+            columns=["BDMAP ID", "Report", "split"],
+        ).to_csv(tmp, index=False)
+    findings = [r["findings"] for r in results]
+    write_tumors_csv(findings, root / "gold" / "tumors.csv")
+    write_cases_csv(findings, root / "gold" / "cases.csv")
+    truth_rows = [row for r in results for row in r["truth"]]
+    with atomic_path(root / "gold" / "tumors_truth.csv") as tmp:
+        pd.DataFrame(truth_rows, columns=TRUTH_COLUMNS).to_csv(tmp, index=False)
+    return truth_rows
 
 
 def generate_dataset(
@@ -263,34 +300,8 @@ def generate_dataset(
     root = Path(out_dir)
     prepare_out_dir(root)
     jobs = [("masks", n_mask), ("reports", n_report), ("test", n_test)]
-    splits = [(split, k) for split, n in jobs for k in range(n)]
-    args = [(root, i, split, seed, settings, k) for i, (split, k) in enumerate(splits)]
-    start = time.perf_counter()
-    results: list[dict] = []
-    if workers > 1 and len(args) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_make_case_args, args):
-                results.append(res)
-                if progress:
-                    progress(res["case_id"])
-    else:
-        for a in args:
-            results.append(make_case(*a))
-            if progress:
-                progress(results[-1]["case_id"])
-    seconds = time.perf_counter() - start
-
-    with atomic_path(root / "reports.csv") as tmp:
-        pd.DataFrame(
-            [{"BDMAP ID": r["case_id"], "Report": r["report"], "split": r["split"]} for r in results],
-            columns=["BDMAP ID", "Report", "split"],
-        ).to_csv(tmp, index=False)
-    findings = [r["findings"] for r in results]
-    write_tumors_csv(findings, root / "gold" / "tumors.csv")
-    write_cases_csv(findings, root / "gold" / "cases.csv")
-    truth_rows = [row for r in results for row in r["truth"]]
-    with atomic_path(root / "gold" / "tumors_truth.csv") as tmp:
-        pd.DataFrame(truth_rows, columns=TRUTH_COLUMNS).to_csv(tmp, index=False)
+    results, seconds = make_cases(make_case, root, seed, settings, jobs, workers, progress)
+    truth_rows = write_tables(root, results)
     summary = {
         "out_dir": str(root),
         "seed": seed,

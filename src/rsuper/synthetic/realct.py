@@ -24,26 +24,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from rsuper.labels import canonical_class_name, lesion_class, subsegment_class
 from rsuper.anatomy.organ_masks import align_to_grid, read_label_map
 from rsuper.anatomy.subsegments import split_pancreas
-from rsuper.atomic import atomic_path, write_json_atomic
+from rsuper.atomic import write_json_atomic
 from rsuper.synthetic.anatomy import TUMOR_ORGANS, Phantom, PlacedTumor, TumorPlan
 from rsuper.synthetic.reports import PANCREAS_SITES, ReportTumor, write_report
-from rsuper.synthetic.phantoms import TRUTH_COLUMNS, PhantomSettings, prepare_out_dir, write_case, case_id, plan_tumors
+from rsuper.synthetic.phantoms import (
+    PhantomSettings, case_id, make_cases, plan_tumors, prepare_out_dir, write_case, write_tables,
+)
 from rsuper.io import load_nifti, to_canonical
 from rsuper.reports.schema import CaseFindings, volume_from_diameters
-from rsuper.reports.tables import write_cases_csv, write_tumors_csv
 
 FAMILY = "realct"
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
@@ -689,10 +688,6 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: RealCTSet
             "info": info}
 
 
-def _make_case_args(args: tuple) -> dict:
-    return make_case(*args)
-
-
 def generate_realct_dataset(
     out_dir: str | Path,
     *,
@@ -765,34 +760,8 @@ def generate_realct_dataset(
     root = Path(out_dir)
     prepare_out_dir(root)
     jobs = [("masks", n_mask), ("reports", n_report), ("test", n_test)]
-    splits = [(split, k) for split, n in jobs for k in range(n)]
-    args = [(root, i, split, seed, settings, k) for i, (split, k) in enumerate(splits)]
-    start = time.perf_counter()
-    results: list[dict] = []
-    if workers > 1 and len(args) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_make_case_args, args):
-                results.append(res)
-                if progress:
-                    progress(res["case_id"])
-    else:
-        for a in args:
-            results.append(make_case(*a))
-            if progress:
-                progress(results[-1]["case_id"])
-    seconds = time.perf_counter() - start
-
-    with atomic_path(root / "reports.csv") as tmp:
-        pd.DataFrame(
-            [{"BDMAP ID": r["case_id"], "Report": r["report"], "split": r["split"]} for r in results],
-            columns=["BDMAP ID", "Report", "split"],
-        ).to_csv(tmp, index=False)
-    findings = [r["findings"] for r in results]
-    write_tumors_csv(findings, root / "gold" / "tumors.csv")
-    write_cases_csv(findings, root / "gold" / "cases.csv")
-    truth_rows = [row for r in results for row in r["truth"]]
-    with atomic_path(root / "gold" / "tumors_truth.csv") as tmp:
-        pd.DataFrame(truth_rows, columns=TRUTH_COLUMNS).to_csv(tmp, index=False)
+    results, seconds = make_cases(make_case, root, seed, settings, jobs, workers, progress)
+    truth_rows = write_tables(root, results)
     inside = [f for r in results for f in r["info"]["inside_fraction"]]
     summary = {
         "family": FAMILY,
