@@ -168,28 +168,25 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: PhantomSe
     text, stated = write_report(report_rng, report_tumors, ph.findings)
     gold_id = {rl.tumor_index: f"tumor {k}" for k, rl in enumerate(stated, 1) if rl.tumor_index is not None}
     voxel_mm3 = float(np.prod(settings.anatomy.spacing_mm))
-    truth = []
-    for k, t in enumerate(ph.tumors):
-        subclasses = [subsegment_class(t.plan.organ, tok) for tok in t.tokens]
-        truth.append({
-            "BDMAP ID": cid,
-            "split": split,
-            "Truth ID": f"tumor {k + 1}",
-            "Gold Tumor ID": gold_id.get(k, "multiple"),
-            "organ": t.plan.organ,
-            "lesion class": lesion_class(t.plan.organ),
-            "location": " / ".join(t.tokens),
-            "sub-segment classes": " / ".join(subclasses),
-            "location fractions": "; ".join(f"{tok}={f:.3f}" for tok, f in t.location_fractions.items()),
-            "diameters (mm)": " x ".join(f"{d:.2f}" for d in t.plan.diameters_mm),
-            "volume_vox_mm3": round(float(t.mask.sum()) * voxel_mm3, 2),
-            "volume_from_diameters_mm3": round(volume_from_diameters(t.plan.diameters_mm), 2),
-            "centre_i_vox": t.centre_vox[0], "centre_j_vox": t.centre_vox[1], "centre_k_vox": t.centre_vox[2],
-            "centre_x_mm": t.centre_mm[0], "centre_y_mm": t.centre_mm[1], "centre_z_mm": t.centre_mm[2],
-            "contrast_hu": round(t.contrast_hu, 1),
-        })
+    truth = [truth_row(cid, split, k, t, gold_id.get(k, "multiple"), voxel_mm3) for k, t in enumerate(ph.tumors)]
     findings = CaseFindings(case_id=cid, lesions=[rl.lesion for rl in stated], backend="phantom-gold")
     return {"case_id": cid, "split": split, "report": text, "findings": findings, "truth": truth, "lps": lps}
+
+
+def truth_row(cid: str, split: str, k: int, t: Any, gold_id: str, voxel_mm3: float) -> dict:
+    """One row of ``gold/tumors_truth.csv`` (TRUTH_COLUMNS) for the k-th placed tumor ``t`` of case ``cid``."""
+    return {
+        "BDMAP ID": cid, "split": split, "Truth ID": f"tumor {k + 1}", "Gold Tumor ID": gold_id,
+        "organ": t.plan.organ, "lesion class": lesion_class(t.plan.organ), "location": " / ".join(t.tokens),
+        "sub-segment classes": " / ".join(subsegment_class(t.plan.organ, tok) for tok in t.tokens),
+        "location fractions": "; ".join(f"{tok}={f:.3f}" for tok, f in t.location_fractions.items()),
+        "diameters (mm)": " x ".join(f"{d:.2f}" for d in t.plan.diameters_mm),
+        "volume_vox_mm3": round(float(t.mask.sum()) * voxel_mm3, 2),
+        "volume_from_diameters_mm3": round(volume_from_diameters(t.plan.diameters_mm), 2),
+        "centre_i_vox": t.centre_vox[0], "centre_j_vox": t.centre_vox[1], "centre_k_vox": t.centre_vox[2],
+        "centre_x_mm": t.centre_mm[0], "centre_y_mm": t.centre_mm[1], "centre_z_mm": t.centre_mm[2],
+        "contrast_hu": round(t.contrast_hu, 1),
+    }
 
 
 def prepare_out_dir(root: Path) -> None:

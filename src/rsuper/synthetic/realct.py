@@ -32,17 +32,17 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from rsuper.labels import canonical_class_name, lesion_class, subsegment_class
+from rsuper.labels import canonical_class_name, lesion_class
 from rsuper.anatomy.organ_masks import align_to_grid, read_label_map
 from rsuper.anatomy.subsegments import split_pancreas
 from rsuper.atomic import write_json_atomic
 from rsuper.synthetic.anatomy import TUMOR_ORGANS, Phantom, PlacedTumor, TumorPlan
 from rsuper.synthetic.reports import PANCREAS_SITES, ReportTumor, write_report
 from rsuper.synthetic.phantoms import (
-    PhantomSettings, case_id, make_cases, plan_tumors, prepare_out_dir, write_case, write_tables,
+    PhantomSettings, case_id, make_cases, plan_tumors, prepare_out_dir, truth_row, write_case, write_tables,
 )
 from rsuper.io import load_nifti, to_canonical
-from rsuper.reports.schema import CaseFindings, volume_from_diameters
+from rsuper.reports.schema import CaseFindings
 
 FAMILY = "realct"
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
@@ -668,20 +668,7 @@ def make_case(root: Path, index: int, split: str, seed: int, settings: RealCTSet
     text, stated = write_report(report_rng, report_tumors, ph.findings)
     gold_id = {rl.tumor_index: f"tumor {k}" for k, rl in enumerate(stated, 1) if rl.tumor_index is not None}
     voxel_mm3 = float(np.prod(settings.spacing_mm))
-    truth = []
-    for k, t in enumerate(ph.tumors):
-        truth.append({
-            "BDMAP ID": cid, "split": split, "Truth ID": f"tumor {k + 1}", "Gold Tumor ID": gold_id.get(k, "multiple"),
-            "organ": t.plan.organ, "lesion class": lesion_class(t.plan.organ), "location": " / ".join(t.tokens),
-            "sub-segment classes": " / ".join(subsegment_class(t.plan.organ, tok) for tok in t.tokens),
-            "location fractions": "; ".join(f"{tok}={f:.3f}" for tok, f in t.location_fractions.items()),
-            "diameters (mm)": " x ".join(f"{d:.2f}" for d in t.plan.diameters_mm),
-            "volume_vox_mm3": round(float(t.mask.sum()) * voxel_mm3, 2),
-            "volume_from_diameters_mm3": round(volume_from_diameters(t.plan.diameters_mm), 2),
-            "centre_i_vox": t.centre_vox[0], "centre_j_vox": t.centre_vox[1], "centre_k_vox": t.centre_vox[2],
-            "centre_x_mm": t.centre_mm[0], "centre_y_mm": t.centre_mm[1], "centre_z_mm": t.centre_mm[2],
-            "contrast_hu": round(t.contrast_hu, 1),
-        })
+    truth = [truth_row(cid, split, k, t, gold_id.get(k, "multiple"), voxel_mm3) for k, t in enumerate(ph.tumors)]
     findings = CaseFindings(case_id=cid, lesions=[rl.lesion for rl in stated], backend="phantom-gold")
     info.update(case=cid, split=split, lps=lps, seconds=round(time.perf_counter() - start, 3))
     return {"case_id": cid, "split": split, "report": text, "findings": findings, "truth": truth, "lps": lps,
