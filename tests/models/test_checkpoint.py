@@ -221,7 +221,8 @@ def test_checkpoint_cannot_run_a_shell_command(tmp_path):
     marker = tmp_path / "pwned"
     path = _saved_with_model(tmp_path / "evil.pt", {"name": "subprocess:call", "in_channels": f"touch {marker}",
                                                      "num_classes": 3, "kwargs": {"shell": True}})
-    with pytest.raises(CheckpointError, match=r"evil\.pt: model\.in_channels must be a positive integer"):
+    expected = r"evil\.pt: model 'subprocess:call': model\.in_channels must be a positive integer"
+    with pytest.raises(CheckpointError, match=expected):
         model_from_checkpoint(load_checkpoint(path))
     payload = torch.load(path, weights_only=True)
     payload["model"]["in_channels"] = 1

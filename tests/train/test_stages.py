@@ -32,7 +32,9 @@ def data(tmp_path_factory):
 def _config(root, out, **kw):
     """A tiny run's config; ``kw``: settings on top (field names, old flat keys such as ``steps``)."""
     base = dict(
-        cache=[root / "cache", root / "report_cache"], out=root / out, model=TINY, log_every=5, checkpoint_every=10,
+        # Width 16: at 8 the tiny net lacks the capacity for 12 output channels and barely learns in 30 steps.
+        cache=[root / "cache", root / "report_cache"], out=root / out, model=TINY, model_kwargs={"width": 16},
+        log_every=5, checkpoint_every=10,
         data={"patch_size": (32, 32, 32), "workers": 0, "augment": {"enabled": False}},
         optim={"warmup_steps": 2, "lr": 1e-2, "steps": 30},
     )
@@ -114,3 +116,17 @@ def test_checkpoint_records_supervised_voxels_per_class(data):
                    tumors=data / "tumors.csv")
     counts2 = load_checkpoint(train(cfg2, show_progress=False))["supervised_voxels"]
     assert counts2["stomach"] == 0 and counts2["liver"] > counts["liver"]
+
+
+def test_init_from_another_network_is_refused_naming_it(data):
+    """A checkpoint that claims another network (here an import path) is not used as --init, and is named."""
+    final1 = data / "s1" / "final.pt"
+    if not final1.is_file():
+        final1 = train(_config(data, "s1"), show_progress=False)
+    payload = torch.load(final1, weights_only=True)
+    payload["model"]["name"] = "builtins:print"
+    other = data / "other_network.pt"
+    torch.save(payload, other)
+    cfg = _config(data, "s2_other", stage=2, init=other, tumors=data / "tumors.csv")
+    with pytest.raises(ValueError, match=r"holds weights of model 'builtins:print', this run trains"):
+        Trainer(cfg, DistributedContext())

@@ -133,6 +133,13 @@ def _check_model_spec(model: object) -> None:
     if not isinstance(model, dict) or "name" not in model or "num_classes" not in model:
         raise ModelSpecError("'model' must be a dict with 'name', 'in_channels', 'num_classes', 'kwargs'")
     check_model_name_syntax(model["name"])
+    try:
+        _check_model_arguments(model)
+    except ModelSpecError as err:  # name the network the checkpoint claims, whatever else is wrong
+        raise ModelSpecError(f"model {model['name']!r:.80}: {err}") from None
+
+
+def _check_model_arguments(model: dict[str, Any]) -> None:
     for key in ("in_channels", "num_classes"):
         value = model.get(key, 1)
         if not _positive_int(value):

@@ -162,6 +162,11 @@ class Trainer:
             )
         if config.stage == 2 and not config.resume:
             payload = ckpt.load_checkpoint(config.init)
+            if payload["model"]["name"] != config.model:
+                raise ConfigError(
+                    f"--init {config.init} holds weights of model {payload['model']['name']!r:.80}, this run trains "
+                    f"{config.model!r}; start stage 2 with the stage-1 network (--model)"
+                )
             if list(payload["class_names"]) != self.class_names:
                 raise ConfigError(
                     f"--init {config.init} has classes {payload['class_names']}, this run {self.class_names}; "
