@@ -46,9 +46,7 @@ def test_every_flat_key_has_one_nested_home():
 
 
 def test_old_flat_run_file_loads_into_the_nested_layout(tmp_path):
-    # class_names are stored resolved: the old file keeps the default of its day (before the whole-kidney channel).
-    old_default = [c for c in TrainConfig().classes if c != "kidney"]
-    assert TrainConfig.from_yaml(FLAT_DEFAULT).to_dict() == TrainConfig(class_names=old_default).to_dict()
+    assert TrainConfig.from_yaml(FLAT_DEFAULT).to_dict() == TrainConfig().to_dict()  # class_names stored resolved
     run = tmp_path / "run.yaml"
     run.write_text("model: dynunet_small\nsteps: 7\nlr: 0.01\npatch_size: [64, 64, 32]\naugment: false\n"
                    "ball_weight: 0.0\nvolume_tolerance: 0.2\nmask_crop_probs: {tumor: 1.0}\n")
@@ -66,8 +64,7 @@ def test_old_demo_checkpoint_config_is_the_demo_config_of_today():
     assert set(OLD_OFF_VALUES) <= set(stored)
     plan = DemoPlan.default(Path("demo_out"), seed=21)
     today = plan.train_config("R-Super", 2, plan.stage2_steps, Path("demo_out/runs/stage1/final.pt"), 0.5)
-    old_default = [c for c in today.classes if c != "kidney"]  # stored resolved, before the whole-kidney channel
-    assert TrainConfig.from_stored(stored, "final.pt").to_dict() == today.updated({"class_names": old_default}).to_dict()
+    assert TrainConfig.from_stored(stored, "final.pt").to_dict() == today.to_dict()
 
 
 def test_nested_run_file_and_dotted_keys(tmp_path):

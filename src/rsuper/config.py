@@ -47,10 +47,6 @@ DEFAULT_ORGAN_CHANNELS: tuple[str, ...] = (
     "kidney_left",
     "kidney_right",
     "spleen",
-    # The whole kidney (left | right, built from the two side masks): the side-free organ feature the kidney-lesion
-    # channel reads. Without it the trunk encodes kidneys only by side and the lesion channel locks onto one side
-    # (BENCHMARKS.md, side lock).
-    "kidney",
 )
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from train_helpers import make_cache, organ_masks
 
-from rsuper import labels
 from rsuper.config import default_class_names
 from rsuper.data.augment import PatchAugmentation
 from rsuper.data.dataset import MixedBatchSampler, TrainingDataset, collect_training_cases
@@ -234,9 +233,6 @@ def test_mask_crop_kinds(report_data):
 
 # Samples of the default augmentation (crop, rotation/zoom, left-right mirror, intensity) pinned by checksum: a
 # refactor of the sampling or the augmentation must give the same samples for the same seed (the demo's samples).
-# The class list the pins were taken with (the default before the whole-kidney channel): they pin crops and
-# augmentation, not the class list.
-PINNED_CLASSES = [c for c in CLASSES if c != "kidney"]
 PINNED_SAMPLES = {
     (0, 0, 0): ("organ", True, False, "097bc23127d5da02"),
     (0, 0, 3): ("tumor", False, True, "48357abf2237d37e"),
@@ -260,10 +256,10 @@ def _sample_digest(sample) -> str:
 
 def test_default_samples_are_pinned(tmp_path):
     findings = make_cache(tmp_path / "cache")
-    mask_cases, report_cases, _ = collect_training_cases(tmp_path / "cache", findings, PINNED_CLASSES, TARGETS)
+    mask_cases, report_cases, _ = collect_training_cases(tmp_path / "cache", findings, CLASSES, TARGETS)
     assert report_cases[2].case_id == "r_multi"
-    ds = TrainingDataset(mask_cases, report_cases, class_names=PINNED_CLASSES, patch_size=(32, 32, 32),
-                         spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS, augmentation=PatchAugmentation(PINNED_CLASSES))
+    ds = TrainingDataset(mask_cases, report_cases, class_names=CLASSES, patch_size=(32, 32, 32),
+                         spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS, augmentation=PatchAugmentation(CLASSES))
     for key, (kind, augmented, mirrored, digest) in PINNED_SAMPLES.items():
         sample = ds[key]
         choice = json.loads(sample["choice"])
@@ -281,21 +277,20 @@ def test_crop_choice_json_round_trip_and_older_records():
     assert CropChoice.from_json(json.dumps(older)) == choice
 
 
-def test_every_paired_organ_lesion_channel_has_a_side_free_organ_channel():
-    """The side lock's root (BENCHMARKS.md): a lesion channel whose organ is only given by side reads side features."""
-    for organ in TARGETS:
-        assert organ in CLASSES, f"{labels.lesion_class(organ)} has no side-free {organ} channel in {CLASSES}"
-
-
 def test_whole_kidney_channel_is_the_union_of_the_sides_and_survives_the_mirror(report_data):
-    _, ds, _ = report_data
-    k, left, right = CLASSES.index("kidney"), CLASSES.index("kidney_left"), CLASSES.index("kidney_right")
+    """`kidney` in class_names (not a default: BENCHMARKS.md, side lock) is built from the side masks."""
+    cache, plain, _ = report_data
+    classes = [*CLASSES, "kidney"]
+    mask_cases, report_cases, _ = collect_training_cases(cache, None, classes, TARGETS)
+    ds = TrainingDataset(mask_cases, report_cases, class_names=classes, patch_size=(32, 32, 32),
+                         spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS)
+    k, left, right = classes.index("kidney"), classes.index("kidney_left"), classes.index("kidney_right")
     sample = ds[(0, 0, 5)]
     assert torch.equal(sample["label"][k], sample["label"][left] | sample["label"][right])
     assert sample["label"][k].any() and not sample["unknown"][k].any()
-    mirrored = TrainingDataset(ds.cases[0], ds.cases[1], class_names=CLASSES, patch_size=(32, 32, 32),
+    mirrored = TrainingDataset(mask_cases, report_cases, class_names=classes, patch_size=(32, 32, 32),
                                spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS,
-                               augmentation=PatchAugmentation(CLASSES, mirror_prob=1.0, spatial_prob=0.0,
+                               augmentation=PatchAugmentation(classes, mirror_prob=1.0, spatial_prob=0.0,
                                                               intensity_prob=0.0))
     flipped = mirrored[(0, 0, 5)]
     assert torch.equal(flipped["label"][k], torch.flip(sample["label"][k], dims=[0]))  # the whole kidney stays known
