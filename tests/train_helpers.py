@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from rsuper.config import TrainConfig
 from rsuper.io import CT_NORMALISATION
 from rsuper.reports.schema import CaseFindings, Lesion
 
@@ -136,3 +139,20 @@ class TinyNet(torch.nn.Module):
 def make_tiny_net(in_channels: int, num_classes: int, **kwargs: int) -> TinyNet:
     """Factory for ``build_model("train_helpers:make_tiny_net", ...)``."""
     return TinyNet(in_channels, num_classes, **kwargs)
+
+
+def tiny_run_config(root: Path, out: str, **kw: Any) -> TrainConfig:
+    """A tiny CPU run on ``root/cache`` with ``make_tiny_net``; ``kw``: settings on top (field names, old flat keys
+    such as ``steps``)."""
+    base = dict(
+        cache=root / "cache", out=root / out, model="train_helpers:make_tiny_net", log_every=5, checkpoint_every=10,
+        data={"patch_size": (32, 32, 32), "workers": 0, "augment": {"enabled": False}},
+        optim={"warmup_steps": 2, "lr": 1e-2, "steps": 30},
+    )
+    return TrainConfig.from_yaml(None, {**base, **kw})
+
+
+def metrics_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 
 import pytest
 import torch
-from train_helpers import make_cache
+from train_helpers import make_cache, metrics_rows, tiny_run_config
 from typer.testing import CliRunner
 
 from rsuper.cli import app
@@ -31,18 +30,12 @@ def data(tmp_path_factory):
 
 
 def _config(root, out, **kw):
-    """A tiny run's config; ``kw``: settings on top (field names, old flat keys such as ``steps``)."""
-    base = dict(
-        cache=root / "cache", out=root / out, model=TINY, log_every=5, checkpoint_every=10,
-        data={"patch_size": (32, 32, 32), "workers": 0, "augment": {"enabled": False}},
-        optim={"warmup_steps": 2, "lr": 1e-2, "steps": 30},
-    )
-    return TrainConfig.from_yaml(None, {**base, **kw})
+    """A tiny run's config; ``kw``: settings on top."""
+    return tiny_run_config(root, out, **kw)
 
 
-def _rows(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+_rows = metrics_rows
+
 
 
 def test_resume_after_interruption_is_exact(data):

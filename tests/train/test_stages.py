@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
 import pytest
 import torch
-from train_helpers import TinyNet, make_cache
+from train_helpers import TinyNet, make_cache, metrics_rows, tiny_run_config
 
 from rsuper.config import TrainConfig
 from rsuper.data.dataset import MixedBatchSampler
@@ -30,20 +29,13 @@ def data(tmp_path_factory):
 
 
 def _config(root, out, **kw):
-    """A tiny run's config; ``kw``: settings on top (field names, old flat keys such as ``steps``)."""
-    base = dict(
-        # Width 16: at 8 the tiny net's loss fell by barely more than the 0.1 asserted below in 30 steps.
-        cache=[root / "cache", root / "report_cache"], out=root / out, model=TINY, model_kwargs={"width": 16},
-        log_every=5, checkpoint_every=10,
-        data={"patch_size": (32, 32, 32), "workers": 0, "augment": {"enabled": False}},
-        optim={"warmup_steps": 2, "lr": 1e-2, "steps": 30},
-    )
-    return TrainConfig.from_yaml(None, {**base, **kw})
+    """A tiny run on both caches; width 16: at 8 the tiny net's loss fell by barely more than the 0.1 asserted below."""
+    return tiny_run_config(root, out, **{"cache": [root / "cache", root / "report_cache"], "model_kwargs": {"width": 16},
+                                         **kw})
 
 
-def _rows(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+_rows = metrics_rows
+
 
 
 def _fixed_loss(trainer: Trainer, state_dict, steps=range(4)) -> float:
