@@ -224,6 +224,21 @@ def make_cases(
     return results, time.perf_counter() - start
 
 
+def dataset_counts(
+    root: Path, seed: int, jobs: list[tuple[str, int]], results: list[dict], truth_rows: list[dict]
+) -> dict[str, Any]:
+    """The counts every family's ``phantoms.json`` starts with (cases per split, healthy cases, tumors per organ)."""
+    return {
+        "out_dir": str(root),
+        "seed": seed,
+        "cases": {split: n for split, n in jobs},
+        "healthy_cases": sum(not r["truth"] for r in results),
+        "tumors": len(truth_rows),
+        "tumors_by_organ": {o: sum(row["organ"] == o for row in truth_rows) for o in TUMOR_ORGANS},
+        "lps_cases": sum(r["lps"] for r in results),
+    }
+
+
 def write_tables(root: Path, results: list[dict]) -> list[dict]:
     """Writes ``reports.csv`` and the gold tables (tumors, cases, true tumors) of made cases; returns the truth rows."""
     with atomic_path(root / "reports.csv") as tmp:
@@ -300,13 +315,7 @@ def generate_dataset(
     results, seconds = make_cases(make_case, root, seed, settings, jobs, workers, progress)
     truth_rows = write_tables(root, results)
     summary = {
-        "out_dir": str(root),
-        "seed": seed,
-        "cases": {split: n for split, n in jobs},
-        "healthy_cases": sum(not r["truth"] for r in results),
-        "tumors": len(truth_rows),
-        "tumors_by_organ": {o: sum(row["organ"] == o for row in truth_rows) for o in TUMOR_ORGANS},
-        "lps_cases": sum(r["lps"] for r in results),
+        **dataset_counts(root, seed, jobs, results, truth_rows),
         "shape_vox": list(settings.anatomy.shape),
         "seconds": round(seconds, 2),
         "settings": asdict(settings),

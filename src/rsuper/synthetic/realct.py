@@ -39,7 +39,8 @@ from rsuper.atomic import write_json_atomic
 from rsuper.synthetic.anatomy import TUMOR_ORGANS, Phantom, PlacedTumor, TumorPlan
 from rsuper.synthetic.reports import PANCREAS_SITES, ReportTumor, write_report
 from rsuper.synthetic.phantoms import (
-    PhantomSettings, case_id, make_cases, plan_tumors, prepare_out_dir, truth_row, write_case, write_tables,
+    PhantomSettings, case_id, dataset_counts, make_cases, plan_tumors, prepare_out_dir, truth_row, write_case,
+    write_tables,
 )
 from rsuper.io import load_nifti, to_canonical
 from rsuper.reports.schema import CaseFindings
@@ -752,13 +753,7 @@ def generate_realct_dataset(
     inside = [f for r in results for f in r["info"]["inside_fraction"]]
     summary = {
         "family": FAMILY,
-        "out_dir": str(root),
-        "seed": seed,
-        "cases": {split: n for split, n in jobs},
-        "healthy_cases": sum(not r["truth"] for r in results),
-        "tumors": len(truth_rows),
-        "tumors_by_organ": {o: sum(row["organ"] == o for row in truth_rows) for o in TUMOR_ORGANS},
-        "lps_cases": sum(r["lps"] for r in results),
+        **dataset_counts(root, seed, jobs, results, truth_rows),
         "phases": {p: sum(r["info"]["phase"] == p for r in results) for p in PHASES},
         "shape_vox": list(shape),
         "inside_fraction_min": round(min(inside), 3) if inside else None,
