@@ -1,70 +1,75 @@
-"""Controlled side-lock experiment: do the kidney-lesion channel's calls depend on the side?
+"""Controlled side-lock experiment: train stage 1 of the demo's recipe, then probe its kidney-lesion channel per side.
 
-Phantoms whose kidney tumors are equally likely left and right, one masks-only training run (stage 1 of the
-demo's recipe, or that recipe with ``--set field=value`` overrides), then per kidney side on a held-out test set
-without TTA: sensitivity (tumor kidneys called) and the false-positive rate (tumor-free kidneys called). A side-free
-channel has the same rates on both sides.
+One masks-only training run on a seed's 8 mask CTs (stage 1 of the demo's recipe, or that recipe with
+``--set field=value`` overrides), then the paired side probe of ``bench_side_probe.py`` (``--probe-n`` patients,
+each rendered healthy, with a left-kidney tumor and with the same tumor in the right kidney; no TTA). A side-free
+channel has the same sensitivity and healthy-kidney call rate on both sides.
 
-``--family demo``: the demo's own mask CTs of that seed (``rsuper demo --seed N`` trains stage 1 on exactly these 8
-cases, so its stage 1 is re-made bit for bit), test CTs drawn anew. ``--family balanced``: ``--n-mask`` mask CTs,
-30 % healthy, portal-venous only.
+``--family demo``: the demo's own mask CTs of that seed (``rsuper demo --seed N`` trains stage 1 on exactly these
+8 cases, so its stage 1 is re-made bit for bit). ``--family realct``: the same composition from the second family
+(``rsuper.synthetic.realct``). The probe renders patients of the same family.
 
 Example:
-    python benchmarks/bench_side_lock.py --out /tmp/sidelock --seed 1 --steps 1200 --set data.augment.mirror_prob=0
+    python benchmarks/bench_side_lock.py --out /tmp/sidelock --seed 31 --family realct
+    python benchmarks/bench_side_lock.py --out /tmp/sidelock --seed 31 --set data.augment.mirror_prob=0
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 import yaml
 
-from bench_mirror import side_calls  # this folder is on sys.path when the script runs
-from rsuper.synthetic.phantoms import generate_dataset
+from bench_side_probe import probe, summarise  # this folder is on sys.path when the script runs
 from rsuper.config import TrainConfig
 from rsuper.data.preprocess import prepare_dataset
 from rsuper.demo import DemoPlan
-from rsuper.infer.predict import Predictor, find_ct_inputs
+from rsuper.infer.predict import Predictor
+from rsuper.synthetic.phantoms import generate_dataset
 from rsuper.train.trainer import train
 
 
-def head_alignment(predictor: Predictor, lesion: str = "kidney_lesion") -> dict[str, float]:
-    """Cosine between the lesion channel's weights and each organ channel's in the output head (the first 1x1x1
-    convolution with one output per class): a side-locked lesion channel leans on one side's organ features."""
-    names = list(predictor.class_names)
-    heads = [m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv3d)
-             and m.out_channels == len(names) and m.kernel_size == (1, 1, 1)]
-    weights = heads[0].weight.detach().flatten(1)
-    cos = torch.nn.functional.cosine_similarity(weights[names.index(lesion)][None], weights, dim=1)
-    return {f"cos_{name}": round(float(c), 3) for name, c in zip(names, cos) if name.startswith("kidney") and name != lesion}
+def generate_masks(family: str, plan: DemoPlan, data: Path) -> None:
+    """The seed's mask CTs of ``family`` with the demo plan's composition (no report or test CTs)."""
+    if family == "demo":
+        generate = generate_dataset
+    else:
+        from rsuper.synthetic.realct import generate_realct_dataset as generate
+    wanted = dict(n_mask=plan.n_mask, n_report=0, n_test=0, spacing_mm=plan.spacing_mm, seed=plan.seed,
+                  tumor_contrast_hu=plan.tumor_contrast_hu, noise_sd_hu=plan.noise_sd_hu,
+                  mask_healthy_fraction=plan.mask_healthy_fraction, phase_weights=plan.phase_weights,
+                  mask_phase_weights=plan.mask_phase_weights, mask_cover_locations=plan.mask_cover_locations)
+    if family == "realct":
+        wanted.pop("tumor_contrast_hu")  # the family's own organ-relative contrast range
+    accepted = inspect.signature(generate).parameters
+    generate(data, **{k: v for k, v in wanted.items() if k in accepted})
 
 
-def side_rates(rows: pd.DataFrame) -> dict[str, float]:
-    """Per side: sensitivity and healthy-organ call rate (as is, no TTA), and their left-right gaps."""
-    out: dict[str, float] = {}
-    for side, group in rows.groupby("side"):
-        tumor, free = group[group["tumor"]], group[~group["tumor"]]
-        out[f"sens_{side}"] = float(tumor["as is"].mean()) if len(tumor) else float("nan")
-        out[f"fp_{side}"] = float(free["as is"].mean()) if len(free) else float("nan")
-    sides = sorted(rows["side"].unique())
-    out["sens_gap"] = abs(out[f"sens_{sides[0]}"] - out[f"sens_{sides[1]}"])
-    out["fp_gap"] = abs(out[f"fp_{sides[0]}"] - out[f"fp_{sides[1]}"])
-    return out
+def run_config(plan: DemoPlan, out: Path, steps: int, overrides: dict) -> TrainConfig:
+    """Stage 1 of the demo's recipe with ``overrides`` (dotted paths) applied."""
+    name = "run_" + ("_".join(f"{k}-{v}" for k, v in overrides.items()) or "default").replace("/", "")[:80]
+    data_dict = plan.train_config(name, 1, steps, None, 0.0).model_dump()
+    for path, value in {**overrides, "out": out / name}.items():
+        *parents, leaf = path.split(".")
+        node = data_dict
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return TrainConfig.model_validate(data_dict)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--family", choices=("demo", "balanced"), default="demo")
-    parser.add_argument("--n-mask", type=int, default=24)
-    parser.add_argument("--n-test", type=int, default=24)
+    parser.add_argument("--family", choices=("demo", "realct"), default="demo")
     parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--probe-n", type=int, default=20, help="probe patients (x 3 renderings)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="TrainConfig override, a field's dotted path and a YAML value (e.g. class_names=[...]), repeatable")
@@ -73,41 +78,19 @@ def main() -> None:
     data = args.out / "data"
     plan = DemoPlan(out=args.out, seed=args.seed, device="cpu")
     if not (data / "phantoms.json").is_file():
-        if args.family == "demo":
-            generate_dataset(data, n_mask=plan.n_mask, n_report=0, n_test=args.n_test, spacing_mm=plan.spacing_mm,
-                             seed=args.seed, tumor_contrast_hu=plan.tumor_contrast_hu, noise_sd_hu=plan.noise_sd_hu,
-                             mask_healthy_fraction=plan.mask_healthy_fraction, phase_weights=(1.0, 0.0, 0.0),
-                             mask_phase_weights=plan.mask_phase_weights,
-                             mask_cover_locations=plan.mask_cover_locations)
-        else:
-            generate_dataset(data, n_mask=args.n_mask, n_report=0, n_test=args.n_test, spacing_mm=4.0,
-                             seed=args.seed, tumor_contrast_hu=-60.0, noise_sd_hu=(5.0, 15.0),
-                             mask_healthy_fraction=0.3, healthy_fraction=0.4, phase_weights=(1.0, 0.0, 0.0))
+        generate_masks(args.family, plan, data)
         prepare_dataset(data / "masks", args.out / "cache", plan.spacing_mm)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    name = "run_" + ("_".join(f"{k}-{v}" for k, v in overrides.items()) or "default").replace("/", "")[:80]
-    data_dict = plan.train_config(name, 1, args.steps, None, 0.0).model_dump()
-    for path, value in {**overrides, "out": args.out / name}.items():
-        *parents, leaf = path.split(".")
-        node = data_dict
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    config = TrainConfig.model_validate(data_dict)
+    config = run_config(plan, args.out, args.steps, overrides)
     t0 = time.time()
     final = config.out / "final.pt"
     if not final.is_file():
         train(config, show_progress=False)
-    predictor = Predictor.from_checkpoint(final, device="cpu")
-    rows = []
-    for case_id, ct_path in find_ct_inputs(data / "test"):
-        rows += [{"case": case_id, **row} for row in side_calls(predictor, ct_path, "kidney", 300.0)]
-    table = pd.DataFrame(rows)
-    table.to_csv(config.out / "side_calls.csv", index=False)
-    result = {"seed": args.seed, "overrides": overrides, "steps": args.steps, **side_rates(table),
-              **head_alignment(predictor),
-              "n_tumor": {s: int(g["tumor"].sum()) for s, g in table.groupby("side")},
-              "wall_s": round(time.time() - t0)}
+    train_s = time.time() - t0
+    rows = probe(Predictor.from_checkpoint(final, device="cpu"), args.family, args.probe_n)
+    rows.to_csv(config.out / "side_probe.csv", index=False)
+    result = {"family": args.family, "seed": args.seed, "overrides": overrides, "steps": args.steps,
+              **summarise(rows), "train_s": round(train_s), "wall_s": round(time.time() - t0)}
     (config.out / "side_lock.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 

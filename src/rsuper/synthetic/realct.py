@@ -611,8 +611,10 @@ def _report_tokens(t: PlacedTumor) -> list[str]:
     return t.tokens
 
 
-def generate_case(index: int, split: str, seed: int, settings: RealCTSettings, position: int = 0):
-    """One realct patient: (Phantom, per-case info). Deterministic from ``SeedSequence([seed, index])``."""
+def generate_case(index: int, split: str, seed: int, settings: RealCTSettings, position: int = 0,
+                  plans: list[TumorPlan] | None = None):
+    """One realct patient: (Phantom, per-case info). Deterministic from ``SeedSequence([seed, index])``;
+    ``plans`` replaces the drawn tumors (the same patient with chosen tumors, e.g. for paired probes)."""
     plan_rng, anatomy_rng, tumor_rng, image_rng, _, _, phase_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(7)
     )
@@ -626,7 +628,7 @@ def generate_case(index: int, split: str, seed: int, settings: RealCTSettings, p
     findings = _incidental(src, anatomy_rng, phase)
     img_src, codes_src = source_image(src, anatomy_rng, phase_rng, findings, settings.phase_jitter)
     coords, info = coordinate_map(src, shape, affine, anatomy_rng, settings)
-    plans = plan_tumors(plan_rng, settings.composition(), split, position)
+    plans = plan_tumors(plan_rng, settings.composition(), split, position) if plans is None else plans
     tumors = place_tumors(tumor_rng, plans, sample(codes_src, coords, 0), spacing, settings)
     strengths = [float(tumor_rng.uniform(*settings.mass_effect)) for _ in tumors]
     coords = mass_effect(coords, tumors, spacing, strengths)
