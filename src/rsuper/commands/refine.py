@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rsuper.paths import exit_if_output_overlaps
@@ -75,7 +76,7 @@ def register(app: typer.Typer) -> None:
                                     ("--checkpoint", checkpoint, False), ("--pred", pred, True)] + [
                 ("--masks-dir", d, True) for d in masks_dir]:
             if path is not None and not (path.is_dir() if is_dir else path.is_file()):
-                console.print(f"[red]error:[/red] {label} {path} not found")
+                console.print(f"[red]error:[/red] {label} {path} not found", soft_wrap=True, highlight=False)
                 raise typer.Exit(2)
         options = RefineOptions(region_margin_mm=region_margin, strict_location=strict_location,
                                 rules=StatusRules(accept_confidence=accept, min_fill=min_fill))
@@ -94,7 +95,7 @@ def register(app: typer.Typer) -> None:
                 table = refine_cases(pred, reports, out, [dataset, *masks_dir], options,
                                      on_case=lambda c, s: progress.update(task, advance=1, description=f"{c}: {s}"))
         except (FileNotFoundError, ValueError, KeyError) as exc:
-            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
         counts = table["status"].value_counts().to_dict()
         console.print(", ".join(f"{n} {status}" for status, n in counts.items()) +

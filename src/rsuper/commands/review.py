@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rsuper.paths import exit_if_output_overlaps
 
@@ -46,12 +47,12 @@ def register(app: typer.Typer) -> None:
         exit_if_output_overlaps(out, {"--pred": pred, "--reports": reports, "--images": images})
         for label, path, is_dir in (("--pred", pred, True), ("--reports", reports, False), ("--images", images, True)):
             if path is not None and not (path.is_dir() if is_dir else path.is_file()):
-                console.print(f"[red]error:[/red] {label} {path} not found")
+                console.print(f"[red]error:[/red] {label} {path} not found", soft_wrap=True, highlight=False)
                 raise typer.Exit(2)
         try:
             queue, organs = review_predictions(pred, reports, out, images, volume_threshold, top)
         except (FileNotFoundError, ValueError, KeyError) as exc:
-            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
         disputed = int((queue["agreement"] < 0.5).sum())
         console.print(f"{len(queue)} CT(s), {disputed} with a presence disagreement (agreement < 0.5); "
