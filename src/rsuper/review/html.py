@@ -99,3 +99,47 @@ def review_page(queue: pd.DataFrame, organs: pd.DataFrame, out: str | os.PathLik
     path = out / "review.html"
     write_text_atomic(path, page("rsuper review: where the reports and the model disagree", body))
     return path
+
+
+def refined_overlay(case_id: str, lesion_class: str, layers_dirs: Mapping[str, Path], truth_dir: Path, images: Path,
+                    path: Path) -> Path | None:
+    """Axial slice through the largest true tumor area with truth and each folder's mask (``layers_dirs``: label ->
+    a folder with ``<case>/segmentations/<lesion>.nii.gz``); None when the CT or the truth is missing."""
+    ct_path = _find_ct(images, case_id)
+    truth_path = truth_dir / case_id / "segmentations" / f"{lesion_class}.nii.gz"
+    if ct_path is None or not truth_path.is_file():
+        return None
+    ct = load_nifti(ct_path)
+    layers = {"truth": on_grid(load_nifti(truth_path), ct).array > 0}
+    for name, folder in layers_dirs.items():
+        mask_path = folder / case_id / "segmentations" / f"{lesion_class}.nii.gz"
+        if mask_path.is_file():
+            layers[name] = on_grid(load_nifti(mask_path), ct).array > 0
+    area = layers["truth"].sum(axis=(0, 1))
+    z = int(np.argmax(area)) if area.any() else ct.shape[2] // 2
+    data = pd.DataFrame([{"case_id": case_id, "lesion_class": lesion_class, "slice_z": z,
+                          **{f"{k}_voxels_in_slice": int(v[..., z].sum()) for k, v in layers.items()}}])
+    return overlay_figure(np.asarray(ct.array[..., z], dtype=float), {k: v[..., z] for k, v in layers.items()},
+                          path, f"{case_id} {lesion_class} (z={z})", data)
+
+
+def demo_section(queue: pd.DataFrame, per_ct: pd.DataFrame, queue_auroc: float, refined: pd.DataFrame,
+                 summary: pd.DataFrame, statuses: pd.DataFrame, pictures: list[Path], review_html: Path) -> str:
+    """The demo report's "reports check the model" section (HTML fragment)."""
+    merged = queue.merge(per_ct[["case_id", "model_wrong", "wrong_organs"]], on="case_id", how="left")
+    parts = [
+        "<h2>Reports check the model (rsuper review, rsuper refine)</h2>",
+        "<h3>Review queue of the test set (R-Super; most disagreeing first)</h3>",
+        f"<p class='note'>AUROC of (1 - agreement) for 'model wrong at CT level against the true masks': "
+        f"{queue_auroc:.3f} ({int(per_ct['model_wrong'].sum())} of {len(per_ct)} CTs wrong). Full page with "
+        f"pictures: {html.escape(str(review_html))}</p>",
+        table_html(merged.head(15), ["rank", "case_id", "agreement", "model_wrong", "wrong_organs", "reason"]),
+        "<h3>Refined masks of the report CTs versus the phantoms' true masks</h3>",
+        "<p class='note'>Lesion DSC over report CTs with a true tumor of that organ: the raw thresholded "
+        "prediction of the same model versus the refined mask (accepted and needs review), and the refined masks "
+        "of accepted versus other CTs.</p>",
+        table_html(summary),
+        table_html(statuses),
+    ]
+    parts += [image_html(p, p.stem) for p in pictures]
+    return "".join(parts)
