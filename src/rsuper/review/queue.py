@@ -26,7 +26,7 @@ from rsuper.evaluate.collect import (ReportTruth, lesion_classes_of, predicted_o
                                      read_findings)
 from rsuper.io import load_nifti
 from rsuper.review.agreement import case_agreement, organ_agreement
-from rsuper.review.words import lesions_text, place_of_voxel, place_text
+from rsuper.reports.words import lesions_text, place_of_voxel, place_text
 
 QUEUE_COLUMNS = ["rank", "case_id", "agreement", "disputed_organs", "reason"]
 

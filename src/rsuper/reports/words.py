@@ -1,4 +1,4 @@
-"""Findings in words, for the review queue and the refine reasons ("2 lesions in the pancreatic tail, 31 mm").
+"""Findings in words (used by `rsuper review` and `rsuper refine`) ("2 lesions in the pancreatic tail, 31 mm").
 
 Example:
     >>> place_text("pancreas", ["tail"]), place_text("kidney", ["left"]), place_text("liver", ["segment 7"])
