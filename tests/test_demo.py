@@ -78,3 +78,13 @@ def test_rerun_with_another_plan_is_refused(demo_out):
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(demo_out), "--seed", "7"])
     assert result.exit_code == 2
     assert "another plan" in result.output and "seed: 0 -> 7" in result.output
+
+
+def test_quick_demo_reviews_the_test_set_and_refines_the_report_cts(demo_out):
+    queue = pd.read_csv(demo_out / "review" / "test" / "review_queue.csv")
+    assert sorted(queue["case_id"]) == sorted(p.name for p in (demo_out / "data" / "test").iterdir())
+    assert queue["agreement"].is_monotonic_increasing
+    refine = pd.read_csv(demo_out / "refine" / "refine.csv")
+    assert set(refine["status"]) <= {"accepted", "needs review", "not refinable"} and len(refine) > 0
+    html = (demo_out / "compare" / "report.html").read_text()
+    assert "Review queue of the test set" in html and "Refined masks of the report CTs" in html

@@ -5,14 +5,16 @@ from __future__ import annotations
 import typer
 
 from rsuper import __version__
-from rsuper.commands import check, demo, evaluate, extract, models, organs, phantoms, predict, prepare, train
+from rsuper.commands import (check, demo, evaluate, extract, models, organs, phantoms, predict, prepare, refine, review,
+                             train)
 
 app = typer.Typer(
     name="rsuper",
     help=(
         "Train 3D CT tumor segmentation from a few voxel masks plus many radiology reports "
         "(R-Super: Volume Loss + Ball Loss), then predict and evaluate.\n\n"
-        "Pipeline: check -> extract -> organs -> prepare -> train -> predict -> evaluate.  "
+        "Pipeline: check -> extract -> organs -> prepare -> train -> predict -> evaluate; then review and refine "
+        "(reports check the model; refined masks train the next round).  "
         "Try: rsuper demo --quick"
     ),
     no_args_is_help=True,
@@ -37,11 +39,12 @@ def main(
 # `rsuper --help` lists the commands by panel, each in this order (the pipeline's for the first).
 COMMAND_PANELS = {
     "Pipeline": ("check", "extract", "organs", "prepare", "train", "predict", "evaluate"),
+    "Reports check the model": ("review", "refine"),
     "Try it on phantoms": ("demo", "phantoms"),
     "Tools": ("extract-score", "models", "convert-checkpoint"),
 }
 
-for _module in (check, extract, organs, prepare, train, predict, evaluate, demo, phantoms, models):
+for _module in (check, extract, organs, prepare, train, predict, evaluate, review, refine, demo, phantoms, models):
     _module.register(app)
 _PANEL_OF = {name: panel for panel, names in COMMAND_PANELS.items() for name in names}
 _ORDER = list(_PANEL_OF)

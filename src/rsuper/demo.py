@@ -7,7 +7,9 @@ Steps (each resumes: a rerun skips what is complete):
   4. prepare: one cache at the training spacing;
   5. train: stage 1 (masks only), then from it, with the same number of steps and the same schedule,
      "masks-only" (stage 2 without report samples) and "R-Super" (stage 2 with report samples, λ = 0.1);
-  6. predict the test set with both; 7. evaluate both against the test masks and reports and compare.
+  6. predict the test set with both; 7. evaluate both against the test masks and reports and compare;
+  8. review the test set's R-Super predictions against their reports and refine the report CTs' masks with
+     R-Super (docs/review_refine.md), both compared with the phantoms' true masks in the same HTML report.
 
 Example:
     >>> result = run_demo(DemoPlan.default(Path("demo_out"), quick=True))
@@ -358,9 +360,50 @@ def run_demo(plan: DemoPlan, log: Log = print) -> DemoResult:
     comparison = compare_predictions((pred_dirs[MODEL_NAMES[0]], pred_dirs[MODEL_NAMES[1]]), compare_dir,
                                      reports=data / "gold" / "tumors.csv", masks=data / "test",
                                      names=MODEL_NAMES, images=data / "test", settings=settings)
+    _review_and_refine(plan, data, checkpoints[MODEL_NAMES[1]], pred_dirs[MODEL_NAMES[1]], compare_dir / "report.html",
+                       log)
     summary = headline(comparison)
     write_json_atomic(plan.out / "summary.json", json.loads(summary.to_json(orient="records")))
     return DemoResult(out=plan.out, comparison=comparison, summary=summary, html=compare_dir / "report.html")
+
+
+def _review_and_refine(plan: DemoPlan, data: Path, checkpoint: Path, test_pred: Path, html_path: Path,
+                       log: Log) -> None:
+    """Step 8: review queue of the test set and refined report-CT masks, both against the true masks, appended to
+    the comparison report."""
+    from rsuper.atomic import write_text_atomic
+    from rsuper.refine.run import predict_for_refine, refine_cases
+    from rsuper.review.html import demo_section, refined_overlay
+    from rsuper.review.run import review_predictions
+    from rsuper.review.truth import queue_auroc, queue_truth, refined_summary, refined_truth
+
+    log("review: R-Super's test predictions against the test reports")
+    review_dir = plan.out / "review" / "test"
+    queue, organs = review_predictions(test_pred, data / "gold" / "tumors.csv", review_dir, images=data / "test",
+                                       volume_threshold_mm3=plan.volume_threshold_mm3, top=10)
+    per_ct = queue_truth(organs, data / "test")
+    tumors = plan.out / "extract" / "tumors.csv"
+    refine_dir, refine_pred = plan.out / "refine", plan.out / "refine" / "predictions"
+    report_ids = [case.case_id for case in discover_cases(data / "reports")]
+    log(f"refine: R-Super on the {len(report_ids)} report CTs -> {refine_dir}")
+    predict_for_refine(checkpoint, data / "reports", report_ids, refine_pred, device=plan.device, tta=plan.predict_tta)
+    table = refine_cases(refine_pred, tumors, refine_dir, [data / "reports", plan.out / "organs"])
+    refined = refined_truth(refine_dir, refine_pred, data / "truth")
+    summary = refined_summary(refined)
+    statuses = table["status"].value_counts().rename_axis("status").reset_index(name="CTs")
+    pictures = []
+    tumor_rows = refined[refined["true_volume_mm3"] > 0] if len(refined) else refined
+    for row in tumor_rows.head(4).to_dict("records"):
+        path = refined_overlay(row["case_id"], row["lesion_class"], {"raw (p >= 0.5)": refine_pred,
+                               "refined": refine_dir / ("accepted" if row["status"] == "accepted" else "needs_review")},
+                               data / "truth", data / "reports",
+                               refine_dir / "overlays" / f"{row['case_id']}_{row['lesion_class']}.png")
+        if path is not None:
+            pictures.append(path)
+    section = demo_section(queue, per_ct, queue_auroc(per_ct), refined, summary, statuses, pictures,
+                           review_dir / "review.html")
+    page = html_path.read_text()
+    write_text_atomic(html_path, page.replace("</body>", section + "</body>", 1))
 
 
 HEADLINE_METRICS = ("sensitivity", "specificity", "f1", "dsc_mean")

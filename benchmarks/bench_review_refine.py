@@ -1,0 +1,140 @@
+"""Do the reports check the model? Review queue and refined masks measured on the demo's phantoms (issue 29).
+
+Per seed: runs `rsuper demo` (``--quick`` or the default plan; or reuses the demo folders given with
+``--demo-out``), whose step 8 already reviews R-Super's test predictions and refines the report CTs; then reads
+those outputs against the phantoms' true masks:
+
+- per tumor organ, over report CTs with a true tumor of that organ: lesion DSC of the refined masks (accepted +
+  needs review) versus the raw thresholded predictions of the same model on the same CTs; and of the
+  refined masks of accepted CTs versus the rest;
+- on the test set: AUROC of (1 - agreement) for "the model is wrong at CT level against the true masks"
+  (some organ's call, opened volume >= the demo's 300 mm³, differs from "true mask non-empty").
+
+Optional ``--self-train``: one self-training round. The report cache is prepared again with the accepted
+refined masks (``prepare --masks-dir refine/accepted``, so those report CTs become mask cases), and stage 2 is
+trained from the same stage-1 checkpoint with the same steps, batch, learning rate and seed as R-Super
+("R-Super+refined"); both are evaluated on the same test set.
+
+PRE-REGISTRATION (written before any run of this script; decision rules fixed here):
+1. Refined beats raw for an organ when, over the seeds, the mean of the per-seed mean DSC (tumor CTs) of the
+   refined masks exceeds the raw one's AND the refined mean is higher in at least 2 of the 3 seeds.
+2. "Accepted is more accurate than the rest" for an organ when the mean over seeds of the accepted CTs' mean
+   DSC exceeds the rest's in every seed that has both kinds of CT; seeds lacking one kind are reported as n/a.
+3. The queue bar is met when the AUROC pooled over the seeds' test CTs is >= 0.8 (per-seed AUROCs reported).
+4. Self-training is called helpful only if, averaged over the 3 organs and the seeds, test lesion DSC
+   (mean over all test CTs) rises by >= 2 points AND CT-level F1 falls by no more than 2 points; otherwise it
+   is reported as not helping (quick budgets: expected inconclusive).
+
+Example:
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_review_refine.py --quick --seeds 0 1 2 --root bench_rr
+    python benchmarks/bench_review_refine.py --demo-out demo_s0 demo_s1 demo_s2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rsuper.demo import MODEL_NAMES, DemoPlan, run_demo
+from rsuper.evaluate.detection import auroc
+from rsuper.review.truth import queue_truth, refined_summary, refined_truth
+
+
+def measure(demo: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(refined-vs-raw per organ, per-CT queue truth) of one finished demo folder."""
+    data = demo / "data"
+    refined = refined_truth(demo / "refine", demo / "refine" / "predictions", data / "truth")
+    organs = pd.read_csv(demo / "review" / "test" / "review_organs.csv")
+    return refined_summary(refined), queue_truth(organs, data / "test")
+
+
+def self_train(plan: DemoPlan, log=print) -> pd.DataFrame:
+    """One round on accepted refined masks versus none (same budget); per-organ test F1 and DSC of both."""
+    from rsuper.data.preprocess import prepare_dataset
+    from rsuper.demo import _train_once
+    from rsuper.evaluate.result import EvaluationSettings
+    from rsuper.evaluate.run import evaluate_predictions
+    from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
+
+    out, data = plan.out, plan.out / "data"
+    cache = out / "selftrain" / "cache"
+    for split, masks in (("masks", ()), ("reports", (out / "organs", out / "refine" / "accepted"))):
+        result = prepare_dataset(data / split, cache, plan.spacing_mm, masks_dirs=masks)
+        if result.failed:
+            raise RuntimeError(f"prepare failed: {result.failed}")
+    config = plan.train_config("R-Super+refined", 2, plan.stage2_steps, out / "runs" / "stage1" / "final.pt", 0.5)
+    config = config.model_copy(update={"cache": [cache], "out": out / "selftrain" / "run"})
+    final = _train_once(config, log, show_progress=False)
+    pred = out / "selftrain" / "predictions"
+    predict_cases(Predictor.from_checkpoint(final, device=plan.device), find_ct_inputs(data / "test"), pred,
+                  PredictOptions(tta=plan.predict_tta))
+    settings = EvaluationSettings(volume_threshold_mm3=plan.volume_threshold_mm3, n_bootstrap=10, seed=plan.seed)
+    rows = []
+    for name, folder in ((MODEL_NAMES[1], out / "predictions" / MODEL_NAMES[1]), ("R-Super+refined", pred)):
+        result = evaluate_predictions(folder, None, reports=data / "gold" / "tumors.csv", masks=data / "test",
+                                      settings=settings)
+        det = result.detection.set_index("organ")["f1"]
+        dsc = result.overlap.set_index("organ")["dsc_mean"]
+        rows += [{"arm": name, "organ": o, "f1": det.get(o, np.nan), "dsc": dsc.get(o, np.nan)} for o in dsc.index]
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="`rsuper demo --quick` budgets (no quality claim)")
+    parser.add_argument("--root", type=Path, default=Path("bench_review_refine"))
+    parser.add_argument("--demo-out", type=Path, nargs="+", help="finished demo folders to reuse instead")
+    parser.add_argument("--self-train", action="store_true", help="also the pre-registered self-training round")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    demos = args.demo_out or []
+    plans = []
+    if not demos:
+        for seed in args.seeds:
+            plan = DemoPlan.default(args.root / f"seed{seed}", quick=args.quick, seed=seed, device=args.device)
+            plan.parallel_stage2 = False
+            run_demo(plan, log=lambda m: print(f"[seed {seed}] {m}", flush=True))
+            plans.append(plan)
+            demos.append(plan.out)
+    refined, queues, selftrain = [], [], []
+    for i, demo in enumerate(demos):
+        summary, per_ct = measure(demo)
+        refined.append(summary.assign(seed=i))
+        queues.append(per_ct.assign(seed=i))
+        if args.self_train:
+            plan = plans[i] if plans else DemoPlan.load(demo / "demo_plan.json")
+            selftrain.append(self_train(plan).assign(seed=i))
+    refined_all = pd.concat(refined, ignore_index=True)
+    pd.set_option("display.width", 200)
+    print("\nRefined vs raw lesion DSC on report CTs with a true tumor (per seed):")
+    print(refined_all.round(3).to_string(index=False))
+    agg = refined_all.groupby("lesion_class")[["dsc_raw", "dsc_refined", "dsc_refined_accepted", "dsc_refined_rest"]]
+    print("\nMean over seeds:")
+    print(agg.mean().round(3).to_string())
+    print("SD over seeds:")
+    print(agg.std().round(3).to_string())
+    queue_all = pd.concat(queues, ignore_index=True)
+    per_seed = {int(s): (auroc(g["model_wrong"].to_numpy(bool), 1 - g["agreement"].to_numpy(float))
+                         if 0 < g["model_wrong"].sum() < len(g) else float("nan")) for s, g in queue_all.groupby("seed")}
+    wrong = queue_all["model_wrong"].to_numpy(bool)
+    pooled = auroc(wrong, 1 - queue_all["agreement"].to_numpy(float)) if 0 < wrong.sum() < len(wrong) else float("nan")
+    print(f"\nReview queue AUROC for 'model wrong': pooled {pooled:.3f} over {len(queue_all)} test CTs "
+          f"({int(wrong.sum())} wrong); per seed {json.dumps({k: round(v, 3) for k, v in per_seed.items()})}")
+    if selftrain:
+        table = pd.concat(selftrain, ignore_index=True)
+        print("\nSelf-training round (test set):")
+        print(table.groupby(["arm", "organ"])[["f1", "dsc"]].agg(["mean", "std"]).round(3).to_string())
+        means = table.groupby("arm")[["f1", "dsc"]].mean()
+        gain = 100 * (means.loc["R-Super+refined"] - means.loc[MODEL_NAMES[1]])
+        helpful = gain["dsc"] >= 2 and gain["f1"] >= -2
+        print(f"gain in points: DSC {gain['dsc']:+.1f}, F1 {gain['f1']:+.1f} -> "
+              f"{'helpful' if helpful else 'not helping'} (pre-registered rule 4)")
+
+
+if __name__ == "__main__":
+    main()

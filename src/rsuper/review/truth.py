@@ -1,0 +1,90 @@
+"""Review and refine outputs against true masks (phantoms, or any CTs with lesion masks): how good are they?
+
+- :func:`queue_truth`: per CT, whether the model is wrong at CT level (for some organ, its call differs from
+  "the true lesion mask is non-empty") next to the CT's agreement; the AUROC of (1 - agreement) for "model
+  wrong" says whether the queue puts the wrong CTs first.
+- :func:`refined_truth`: per refined CT and organ, the lesion DSC of the refined mask and of the raw
+  thresholded prediction against the true mask (in the true mask's grid; ``rsuper.evaluate.collect.on_grid``).
+
+Example:
+    >>> per_ct = queue_truth(organs, "data/test"); queue_auroc(per_ct)
+    >>> table = refined_truth("refined", "refined/predictions", "data/truth"); refined_summary(table)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rsuper.evaluate.collect import load_truth_mask, on_grid
+from rsuper.evaluate.detection import auroc
+from rsuper.evaluate.overlap import dice
+from rsuper.io import load_nifti
+from rsuper.refine.status import STATUS_FOLDERS
+
+
+def queue_truth(organs: pd.DataFrame, masks_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per CT: ``agreement`` (minimum over its organs), ``model_wrong`` and the wrong organs."""
+    rows = []
+    for case_id, g in organs.groupby("case_id", sort=True):
+        wrong = []
+        for row in g.to_dict("records"):
+            truth = load_truth_mask(Path(masks_dir), case_id, row["lesion_class"])
+            if truth is not None and bool(truth.array.any()) != bool(row["model_positive"]):
+                wrong.append(row["organ"])
+        rows.append({"case_id": case_id, "agreement": float(g["agreement"].min()), "model_wrong": bool(wrong),
+                     "wrong_organs": " / ".join(wrong)})
+    return pd.DataFrame(rows)
+
+
+def queue_auroc(per_ct: pd.DataFrame) -> float:
+    """AUROC of (1 - agreement) for ``model_wrong`` (NaN when only one class is present)."""
+    truth = per_ct["model_wrong"].to_numpy(bool)
+    if truth.all() or not truth.any():
+        return float("nan")
+    return float(auroc(truth, 1.0 - per_ct["agreement"].to_numpy(float)))
+
+
+def refined_truth(refine_out: str | os.PathLike[str], pred_dir: str | os.PathLike[str],
+                  masks_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Per refined CT (accepted or needs review) and lesion class with a true mask: status, true tumor volume
+    (mm³), ``dsc_refined`` and ``dsc_raw`` (the prediction's thresholded mask)."""
+    refine_out, pred_dir = Path(refine_out), Path(pred_dir)
+    table = pd.read_csv(refine_out / "refine.csv")
+    rows = []
+    for record in table.to_dict("records"):
+        folder = STATUS_FOLDERS.get(record["status"])
+        if folder is None:
+            continue
+        seg = refine_out / folder / record["case_id"] / "segmentations"
+        for path in sorted(seg.glob("*.nii.gz")):
+            lesion_class = path.name.removesuffix(".nii.gz")
+            truth = load_truth_mask(Path(masks_dir), record["case_id"], lesion_class)
+            raw_path = pred_dir / record["case_id"] / "segmentations" / path.name
+            if truth is None or not raw_path.is_file():
+                continue
+            refined = on_grid(load_nifti(path), truth).array > 0
+            raw = on_grid(load_nifti(raw_path), truth).array > 0
+            rows.append({"case_id": record["case_id"], "lesion_class": lesion_class, "status": record["status"],
+                         "confidence": record["confidence"],
+                         "true_volume_mm3": float(truth.array.sum()) * float(np.prod(truth.spacing_mm)),
+                         "dsc_refined": dice(truth.array, refined), "dsc_raw": dice(truth.array, raw)})
+    return pd.DataFrame(rows)
+
+
+def refined_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per lesion class, over the CTs with a true tumor: n, mean DSC raw / refined, refined accepted / rest."""
+    rows = []
+    if not len(table):
+        return pd.DataFrame()
+    for lesion_class, g in table[table["true_volume_mm3"] > 0].groupby("lesion_class", sort=True):
+        accepted = g[g["status"] == "accepted"]
+        rest = g[g["status"] != "accepted"]
+        rows.append({"lesion_class": lesion_class, "tumor_cts": len(g), "dsc_raw": g["dsc_raw"].mean(),
+                     "dsc_refined": g["dsc_refined"].mean(), "accepted": len(accepted),
+                     "dsc_refined_accepted": accepted["dsc_refined"].mean() if len(accepted) else float("nan"),
+                     "dsc_refined_rest": rest["dsc_refined"].mean() if len(rest) else float("nan")})
+    return pd.DataFrame(rows)
