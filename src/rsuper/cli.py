@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from rsuper import __version__
-from rsuper.commands import check, demo, evaluate, extract, models, organs, phantoms, predict, prepare, train
+from rsuper.commands import check, demo, evaluate, extract, models, nnunet, organs, phantoms, predict, prepare, train
 
 app = typer.Typer(
     name="rsuper",
@@ -39,9 +39,10 @@ COMMAND_PANELS = {
     "Pipeline": ("check", "extract", "organs", "prepare", "train", "predict", "evaluate"),
     "Try it on phantoms": ("demo", "phantoms"),
     "Tools": ("extract-score", "models", "convert-checkpoint"),
+    "nnU-Net": ("export-nnunet",),
 }
 
-for _module in (check, extract, organs, prepare, train, predict, evaluate, demo, phantoms, models):
+for _module in (check, extract, organs, prepare, train, predict, evaluate, demo, phantoms, models, nnunet):
     _module.register(app)
 _PANEL_OF = {name: panel for panel, names in COMMAND_PANELS.items() for name in names}
 _ORDER = list(_PANEL_OF)
