@@ -58,7 +58,8 @@ def test_export_plan_train_predict_evaluate(phantom_inputs: Path, tmp_path: Path
     env = {**os.environ, "nnUNet_raw": str(raw.parent), "nnUNet_preprocessed": str(tmp_path / "pre"),
            "nnUNet_results": str(tmp_path / "results"), "nnUNet_extTrainer": str(EXT_TRAINER_DIR),
            "nnUNet_compile": "f", "OMP_NUM_THREADS": "1", "nnUNet_n_proc_DA": "1", "RSUPER_NNUNET_EPOCHS": "2",
-           "RSUPER_NNUNET_ITERS": "2", "RSUPER_NNUNET_VAL_ITERS": "1", "RSUPER_NNUNET_DEBUG": str(debug)}
+           "RSUPER_NNUNET_ITERS": "2", "RSUPER_NNUNET_VAL_ITERS": "1", "RSUPER_NNUNET_FINAL_VALIDATION": "0",
+           "RSUPER_NNUNET_DEBUG": str(debug)}
     _run(bin_dir, ["nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "3d_fullres", "-npfp", "1", "-np", "1",
                    "--verify_dataset_integrity"], env, tmp_path / "plan.log")
     env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process (planning needs >= 1)

@@ -17,7 +17,8 @@ downsampled with it), λ = 0.1 (``RSUPER_NNUNET_LAMBDA``). The lesion "logit" ha
 Report patches are centred on a usable group (probability 0.9, as ``rsuper train``'s report crops).
 
 Budget overrides shared by both trainers (equal budgets): ``RSUPER_NNUNET_EPOCHS``, ``RSUPER_NNUNET_ITERS``
-(training iterations per epoch), ``RSUPER_NNUNET_VAL_ITERS``. ``RSUPER_NNUNET_DEBUG=FILE`` appends one JSON line
+(training iterations per epoch), ``RSUPER_NNUNET_VAL_ITERS``; ``RSUPER_NNUNET_FINAL_VALIDATION=0`` skips nnU-Net's
+final validation. ``RSUPER_NNUNET_DEBUG=FILE`` appends one JSON line
 per report sample that reached the report losses (the end-to-end test reads it).
 
 Found by nnU-Net through ``nnUNet_extTrainer`` = ``rsuper.nnunet.EXT_TRAINER_DIR``.
@@ -163,6 +164,13 @@ class nnUNetTrainerRSuperMasksOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net's nami
                     unknown = dilate_mm(unknown, UNKNOWN_DILATION_MM, spacing)
                     seg[unknown] = ignore
         return out if was_list else out[0]
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's final validation, skipped with ``RSUPER_NNUNET_FINAL_VALIDATION=0`` (short CPU runs)."""
+        if os.environ.get("RSUPER_NNUNET_FINAL_VALIDATION", "1") == "0":
+            self.print_to_log_file("rsuper: final validation skipped (RSUPER_NNUNET_FINAL_VALIDATION=0)")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     def validation_step(self, batch: dict) -> dict:
         batch = {**batch, "target": self._with_ignore(batch["target"], list(batch["keys"]))}
