@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+# nnU-Net (rsuper[nnunet]) lives in a second venv: nnunetv2 -> timm -> torchvision, and PyPI's torchvision does not
+# import beside the CPU torch 2.13.0 above; 2.14.1 + 0.29.1 do (docs/nnunet.md). tests/nnunet runs nnU-Net from it.
+NNUNET_VENV  ?= .venv-nnunet
+NNUNET_TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install nnunet demo test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +19,20 @@ install: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test]"
 
+nnunet: $(NNUNET_VENV)/bin/nnUNetv2_train
+
+$(NNUNET_VENV)/bin/nnUNetv2_train: pyproject.toml
+	$(PYTHON) -m venv $(NNUNET_VENV)
+	$(NNUNET_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(NNUNET_VENV)/bin/python -m pip install --quiet $(NNUNET_TORCH)
+	$(NNUNET_VENV)/bin/python -m pip install --quiet -e ".[nnunet]" $(NNUNET_TORCH)
+	touch $@
+
 demo: install
 	$(VENV)/bin/rsuper demo --out demo_out
 
-test: install
-	$(PY) -m pytest -q
+test: install nnunet
+	RSUPER_NNUNET_BIN="$(abspath $(NNUNET_VENV))/bin" $(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(NNUNET_VENV) demo_out .pytest_cache

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from rsuper import __version__
-from rsuper.commands import (check, demo, evaluate, extract, models, organs, phantoms, predict, prepare, refine, review,
-                             train)
+from rsuper.commands import (check, demo, evaluate, extract, models, nnunet, organs, phantoms, predict, prepare, refine,
+                             review, train)
 
 app = typer.Typer(
     name="rsuper",
@@ -42,9 +42,11 @@ COMMAND_PANELS = {
     "Reports check the model": ("review", "refine"),
     "Try it on phantoms": ("demo", "phantoms"),
     "Tools": ("extract-score", "models", "convert-checkpoint"),
+    "nnU-Net": ("export-nnunet",),
 }
 
-for _module in (check, extract, organs, prepare, train, predict, evaluate, review, refine, demo, phantoms, models):
+for _module in (check, extract, organs, prepare, train, predict, evaluate, review, refine, demo, phantoms, models,
+                nnunet):
     _module.register(app)
 _PANEL_OF = {name: panel for panel, names in COMMAND_PANELS.items() for name in names}
 _ORDER = list(_PANEL_OF)

@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate(
-        pred: Path = typer.Option(None, "--pred", metavar="PRED", help="Prediction folder (OUT of `rsuper predict`)."),
+        pred: Path = typer.Option(
+            None, "--pred", metavar="PRED",
+            help="Prediction folder: OUT of `rsuper predict`, or of nnUNetv2_predict (label maps + dataset.json)."),
         out: Path = typer.Option(
             ..., "--out", "-o", metavar="OUT", help="Output folder for tables, figures and report.html."
         ),

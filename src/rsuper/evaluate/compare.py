@@ -27,6 +27,7 @@ from rsuper.evaluate.detection import predict_positive
 from rsuper.evaluate.plots import bar_figure, overlay_figure, roc_figure
 from rsuper.evaluate.report import image_html, page, table_html
 from rsuper.evaluate.result import EvaluationResult, EvaluationSettings
+from rsuper.evaluate.nnunet_preds import resolve_prediction_dir
 from rsuper.evaluate.run import evaluate_predictions
 from rsuper.io import load_nifti
 
@@ -123,6 +124,7 @@ def compare_predictions(pred_dirs: tuple[str | os.PathLike[str], str | os.PathLi
     names = names or (Path(pred_dirs[0]).name, Path(pred_dirs[1]).name)
     if names[0] == names[1]:
         raise ValueError(f"the two models need different names, got {names}; pass --names A B")
+    pred_dirs = tuple(resolve_prediction_dir(d, out / n / "predictions") for d, n in zip(pred_dirs, names))
     results = [evaluate_predictions(d, out / n, reports, masks, settings, name=n, progress=progress)
                for d, n in zip(pred_dirs, names)]
     a, b = results

@@ -30,6 +30,7 @@ from rsuper.evaluate import detection, overlap
 from rsuper.evaluate.collect import (GridMismatchWarning, ReportTruth, grid_text, lesion_classes_of,
                                      load_report_truth, load_truth_mask, on_grid, predicted_organ,
                                      prediction_cases, read_findings, same_grid)
+from rsuper.evaluate.nnunet_preds import resolve_prediction_dir
 from rsuper.evaluate.lesions import lesion_detection_summary, match_lesions, report_agreement, \
     report_agreement_summary
 from rsuper.evaluate.plots import roc_figure, sweep_figure
@@ -175,7 +176,11 @@ def evaluate_predictions(pred_dir: str | os.PathLike[str], out_dir: str | os.Pat
                          reports: str | os.PathLike[str] | None = None, masks: str | os.PathLike[str] | None = None,
                          settings: EvaluationSettings | None = None, name: str | None = None,
                          progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
-    """Evaluates ``pred_dir`` against a reports table and/or a masks folder; writes to ``out_dir`` if given."""
+    """Evaluates ``pred_dir`` against a reports table and/or a masks folder; writes to ``out_dir`` if given.
+
+    ``pred_dir`` is an ``rsuper predict`` output or an ``nnUNetv2_predict`` output (label maps + dataset.json),
+    which is first converted into ``out_dir/predictions`` (``rsuper.evaluate.nnunet_preds``).
+    """
     if reports is None and masks is None:
         raise ValueError("give --reports (tumors.csv or cases.csv) and/or --masks (folder of true lesion masks)")
     settings = settings or EvaluationSettings()
@@ -183,8 +188,15 @@ def evaluate_predictions(pred_dir: str | os.PathLike[str], out_dir: str | os.Pat
     masks_dir = Path(masks) if masks is not None else None
     if masks_dir is not None and not masks_dir.is_dir():
         raise FileNotFoundError(f"--masks folder not found: {masks_dir}")
+    name = name or Path(pred_dir).name
+    if out_dir is not None:  # an nnUNetv2_predict folder is split into rsuper's per-class layout first
+        pred_dir = resolve_prediction_dir(pred_dir, Path(out_dir) / "predictions")
+    else:
+        import tempfile
+
+        pred_dir = resolve_prediction_dir(pred_dir, tempfile.mkdtemp(prefix="rsuper-nnunet-pred-"))
     per_case = per_case_table(pred_dir, truth, masks_dir, settings.nsd_tolerance_mm, progress)
-    result = summarise(name or Path(pred_dir).name, per_case, settings)
+    result = summarise(name, per_case, settings)
     if out_dir is not None:
         write_result(result, out_dir)
     return result
