@@ -49,6 +49,7 @@ from rsuper.atomic import write_json_atomic
 from rsuper.data.checks import require_hu
 from rsuper.device import resolve_device
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
+from rsuper.infer.sides import body_midline_x_mm, derived_side_classes, split_sides
 from rsuper.infer.tta import TTA_MODES, check_tta_mode  # noqa: F401 - TTA_MODES re-exported (CLI, benchmarks)
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
@@ -223,7 +224,10 @@ def gate_organ_mask(class_names: list[str], probs: np.ndarray, organ: str,
                     untrained: Collection[str] = ()) -> np.ndarray | None:
     """Predicted organ mask (bool) for gating lesions of ``organ``; None when the model has no such channel
     (untrained channels do not count)."""
-    members = [c for c in labels.ORGAN_MASK_CLASSES.get(organ, ()) if c in class_names and c not in untrained]
+    whole = organ.replace(" ", "_")  # a side-free channel of the whole organ ("kidney"), when the model has one
+    members = [whole] if whole in class_names and whole not in untrained else []
+    if not members:
+        members = [c for c in labels.ORGAN_MASK_CLASSES.get(organ, ()) if c in class_names and c not in untrained]
     if not members:
         members = [c for c in labels.SUBSEGMENTS_OF_ORGAN.get(organ, {}).values()
                    if c in class_names and c not in untrained]
@@ -306,6 +310,8 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
         probs[names.index(name)] = 0.0
     gated = gate_lesions(names, probs, predictor.spacing_mm, options.gating_dilation_mm, untrained)
     needed = _needed_subsegments(names)
+    derived = derived_side_classes([n for n in names if n not in untrained])
+    midline_mm = body_midline_x_mm(ct.array, ct.affine) if derived else 0.0
     subsegments: dict[str, dict[str, np.ndarray]] = {}
     volumes: dict[str, float] = {}
     summaries = []
@@ -326,6 +332,12 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
         volumes[name] = round(int(mask.sum()) * voxel_mm3, 3)
         if name in needed:
             subsegments.setdefault(needed[name], {})[name] = mask.astype(bool)
+        if name in derived:  # "kidney" -> kidney_left, kidney_right by the body midline (rsuper.infer.sides)
+            for side, side_mask in split_sides(mask, ct.affine, midline_mm, name).items():
+                save_nifti(Volume(side_mask.astype(np.uint8), ct.affine, ct.header),
+                           case_dir / "segmentations" / f"{side}.nii.gz", dtype=np.uint8)
+                volumes[side] = round(int(side_mask.sum()) * voxel_mm3, 3)
+                subsegments.setdefault(name.replace("_", " "), {})[side] = side_mask  # report organ
         organ = labels.ORGAN_OF_LESION_CLASS.get(name)
         if organ is not None:
             comps = lesion_components(mask, ct.spacing_mm, probability=prob, subsegments=subsegments.get(organ),
@@ -347,6 +359,7 @@ def predict_case(predictor: Predictor, ct_path: str | Path, case_dir: str | Path
         "gating": {"dilation_mm": options.gating_dilation_mm, "gated": gated},
         "probabilities_scale": PROBABILITY_SCALE if options.save_probabilities else None,
         "classes": names,
+        "derived_classes": {name: list(sides) for name, sides in derived.items()},
         "untrained_classes": untrained,
         "volumes_mm3": volumes,
         "organs": {s["organ"]: s for s in summaries},
