@@ -3,7 +3,9 @@
 One masks-only training run on a seed's 8 mask CTs (stage 1 of the demo's recipe, or that recipe with
 ``--set field=value`` overrides), then the paired side probe of ``bench_side_probe.py`` (``--probe-n`` patients,
 each rendered healthy, with a left-kidney tumor and with the same tumor in the right kidney; no TTA). A side-free
-channel has the same sensitivity and healthy-kidney call rate on both sides.
+channel has the same sensitivity and healthy-kidney call rate on both sides. The probe runs again on the mirrored
+CTs (situs inversus): ``image_side_lock`` says whether the preference follows the image side (it flips to the other
+anatomical side) rather than the anatomy.
 
 ``--family demo``: the demo's own mask CTs of that seed (``rsuper demo --seed N`` trains stage 1 on exactly these
 8 cases, so its stage 1 is re-made bit for bit). ``--family realct``: the same composition from the second family
@@ -63,6 +65,12 @@ def run_config(plan: DemoPlan, out: Path, steps: int, overrides: dict) -> TrainC
     return TrainConfig.model_validate(data_dict)
 
 
+def image_side_lock(as_is: dict, mirrored: dict, bar: float = 0.25) -> bool:
+    """True when the sensitivity gap flips sign with the CT mirrored, beyond ``bar`` both ways: the channel answers
+    for an image side, not for the anatomy (a preference that follows anatomy keeps its sign)."""
+    return bool(as_is["sens_gap"] * mirrored["sens_gap"] < 0 and min(abs(as_is["sens_gap"]), abs(mirrored["sens_gap"])) > bar)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -87,10 +95,15 @@ def main() -> None:
     if not final.is_file():
         train(config, show_progress=False)
     train_s = time.time() - t0
-    rows = probe(Predictor.from_checkpoint(final, device="cpu"), args.family, args.probe_n)
+    predictor = Predictor.from_checkpoint(final, device="cpu")
+    rows = probe(predictor, args.family, args.probe_n)
     rows.to_csv(config.out / "side_probe.csv", index=False)
+    flipped = probe(predictor, args.family, args.probe_n, mirrored=True)
+    flipped.to_csv(config.out / "side_probe_mirrored.csv", index=False)
     result = {"family": args.family, "seed": args.seed, "overrides": overrides, "steps": args.steps,
-              **summarise(rows), "train_s": round(train_s), "wall_s": round(time.time() - t0)}
+              **summarise(rows), "mirrored": summarise(flipped),
+              "image_side_lock": image_side_lock(summarise(rows), summarise(flipped)),
+              "train_s": round(train_s), "wall_s": round(time.time() - t0)}
     (config.out / "side_lock.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 

@@ -77,8 +77,10 @@ def lesion_logits(predictor: Predictor, ct_hu: np.ndarray) -> np.ndarray:
 
 
 def probe(predictor: Predictor, family: str, n: int, seed_base: int = 90_000, phase: str = "portal",
-          volume_mm3: float = 300.0) -> pd.DataFrame:
-    """One row per (patient, side, version): called?, logit summaries. Phantoms at the checkpoint's spacing."""
+          volume_mm3: float = 300.0, mirrored: bool = False) -> pd.DataFrame:
+    """One row per (patient, side, version): called?, logit summaries. Phantoms at the checkpoint's spacing;
+    ``mirrored``: each CT flipped left-right first (situs inversus: a side preference that follows the image
+    side moves to the other anatomical side, one that follows anatomy stays)."""
     spacing = predictor.spacing_mm
     if len(set(spacing)) != 1:
         raise SystemExit(f"the probe renders isotropic phantoms; this checkpoint's spacing is {spacing} mm")
@@ -88,10 +90,11 @@ def probe(predictor: Predictor, family: str, n: int, seed_base: int = 90_000, ph
     for i in range(n):
         phantoms, d1 = paired_phantoms(seed_base + i, make)
         for version, ph in phantoms.items():
-            logit = lesion_logits(predictor, ph.ct_hu)
-            tumor = ph.lesions[labels.lesion_class("kidney")].astype(bool)
+            flip = (lambda a: np.ascontiguousarray(a[::-1])) if mirrored else (lambda a: a)
+            logit = lesion_logits(predictor, flip(ph.ct_hu))
+            tumor = flip(ph.lesions[labels.lesion_class("kidney")]).astype(bool)
             for side in SIDES:
-                kidney = ph.organs[f"kidney_{side}"].astype(bool)
+                kidney = flip(ph.organs[f"kidney_{side}"]).astype(bool)
                 area = ndimage.binary_dilation(kidney, iterations=2)
                 has_tumor = version == side
                 row = {"patient": i, "version": version, "side": side, "tumor": has_tumor, "diameter_mm": round(d1, 1),
@@ -128,6 +131,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20, help="patients (each rendered healthy, tumor left, tumor right)")
     parser.add_argument("--seed-base", type=int, default=90_000)
     parser.add_argument("--phase", choices=tuple(PHASES), default="portal")
+    parser.add_argument("--mirrored", action="store_true", help="flip every CT left-right first (situs inversus)")
     parser.add_argument("--volume", type=float, default=300.0, help="mm³ of p >= 0.5 that make a kidney 'called'")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="JSON file for the summaries (and a CSV of rows beside it)")
@@ -137,8 +141,8 @@ def main() -> None:
     for ckpt in args.checkpoints:
         t0 = time.time()
         predictor = Predictor.from_checkpoint(ckpt, device="cpu")
-        rows = probe(predictor, args.family, args.n, args.seed_base, args.phase, args.volume)
-        results[str(ckpt)] = {**summarise(rows), "family": args.family, "phase": args.phase,
+        rows = probe(predictor, args.family, args.n, args.seed_base, args.phase, args.volume, args.mirrored)
+        results[str(ckpt)] = {**summarise(rows), "family": args.family, "phase": args.phase, "mirrored": args.mirrored,
                               "wall_s": round(time.time() - t0)}
         print(json.dumps({str(ckpt): results[str(ckpt)]}), flush=True)
         if args.out:
