@@ -38,14 +38,16 @@ CONFIG_ERROR = "invalid training configuration"  # heading of TrainConfig proble
 
 DEFAULT_TARGET_ORGANS: tuple[str, ...] = ("pancreas", "kidney", "liver")
 # Organ channels predicted next to the lesion channels (organ supervision also gates lesions at inference).
+# Every organ with a lesion channel has a side-free channel ("kidney", not kidney_left/kidney_right): beside
+# mirror-swapped side channels a lesion channel takes one side's features and finds tumors on that side only
+# (docs/method.md §4; prediction still writes kidney_left/kidney_right, split by the body midline).
 DEFAULT_ORGAN_CHANNELS: tuple[str, ...] = (
     "liver",
     "pancreas",
     "pancreas_head",
     "pancreas_body",
     "pancreas_tail",
-    "kidney_left",
-    "kidney_right",
+    "kidney",
     "spleen",
 )
 

@@ -233,6 +233,9 @@ def test_mask_crop_kinds(report_data):
 
 # Samples of the default augmentation (crop, rotation/zoom, left-right mirror, intensity) pinned by checksum: a
 # refactor of the sampling or the augmentation must give the same samples for the same seed (the demo's samples).
+# The channels are fixed here (with a left/right pair, so the mirror's swap is covered), not the current defaults.
+PINNED_CLASSES = ["liver", "pancreas", "pancreas_head", "pancreas_body", "pancreas_tail", "kidney_left", "kidney_right",
+                  "spleen", "pancreatic_lesion", "kidney_lesion", "liver_lesion"]
 PINNED_SAMPLES = {
     (0, 0, 0): ("organ", True, False, "097bc23127d5da02"),
     (0, 0, 3): ("tumor", False, True, "48357abf2237d37e"),
@@ -256,10 +259,11 @@ def _sample_digest(sample) -> str:
 
 def test_default_samples_are_pinned(tmp_path):
     findings = make_cache(tmp_path / "cache")
-    mask_cases, report_cases, _ = collect_training_cases(tmp_path / "cache", findings, CLASSES, TARGETS)
+    mask_cases, report_cases, _ = collect_training_cases(tmp_path / "cache", findings, PINNED_CLASSES, TARGETS)
     assert report_cases[2].case_id == "r_multi"
-    ds = TrainingDataset(mask_cases, report_cases, class_names=CLASSES, patch_size=(32, 32, 32),
-                         spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS, augmentation=PatchAugmentation(CLASSES))
+    ds = TrainingDataset(mask_cases, report_cases, class_names=PINNED_CLASSES, patch_size=(32, 32, 32),
+                         spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS,
+                         augmentation=PatchAugmentation(PINNED_CLASSES))
     for key, (kind, augmented, mirrored, digest) in PINNED_SAMPLES.items():
         sample = ds[key]
         choice = json.loads(sample["choice"])
@@ -278,9 +282,9 @@ def test_crop_choice_json_round_trip_and_older_records():
 
 
 def test_whole_kidney_channel_is_the_union_of_the_sides_and_survives_the_mirror(report_data):
-    """`kidney` in class_names (not a default: BENCHMARKS.md, side lock) is built from the side masks."""
+    """`kidney` (a default channel) is built from the side masks, also beside the side channels."""
     cache, plain, _ = report_data
-    classes = [*CLASSES, "kidney"]
+    classes = [c for c in CLASSES if c != "kidney"] + ["kidney_left", "kidney_right", "kidney"]
     mask_cases, report_cases, _ = collect_training_cases(cache, None, classes, TARGETS)
     ds = TrainingDataset(mask_cases, report_cases, class_names=classes, patch_size=(32, 32, 32),
                          spacing_mm=(2.0, 2.0, 2.0), target_organs=TARGETS)
