@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsuper.config import FLAT_KEYS, REMOVED_OPTIONS, TrainConfig, mirror_augmented
+from rsuper import labels
+from rsuper.config import FLAT_KEYS, REMOVED_OPTIONS, TrainConfig, default_class_names, mirror_augmented
 from rsuper.demo import DemoPlan
 from rsuper.errors import ConfigError
 
@@ -129,3 +130,14 @@ def _written(folder: Path, text: str) -> Path:
     path = folder / f"run{len(list(folder.iterdir()))}.yaml"
     path.write_text(text)
     return path
+
+
+def test_default_channels_have_a_side_free_organ_per_target_and_no_mirror_swapped_pair():
+    """Guard of the side lock (docs/method.md §4): beside mirror-swapped side channels (kidney_left/kidney_right) a
+    lesion channel takes one side's features and finds tumors on that side only; the defaults keep whole organs."""
+    names = default_class_names()
+    for organ in ("pancreas", "kidney", "liver"):
+        assert labels.lesion_class(organ) in names and organ in names, f"no side-free {organ} channel"
+        assert not (set(labels.ORGAN_MASK_CLASSES[organ]) - {organ}) & set(names), f"{organ} side channels"
+    assert [n for n in names if labels.mirror_partner(n) not in (n, None)] == []
+    assert TrainConfig(cache=["c"], out="o").classes == names
