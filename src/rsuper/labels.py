@@ -175,6 +175,15 @@ def subsegment_class(organ: str, token: str) -> str | None:
     return SUBSEGMENTS_OF_ORGAN.get(organ, {}).get(token)
 
 
+def subsegment_token(organ: str, class_name: str) -> str | None:
+    """Report location token of a sub-segment class (``pancreas_tail`` -> ``tail``); ``None`` when the class is
+    not a sub-segment of ``organ``. The inverse of :func:`subsegment_class`."""
+    for token, name in SUBSEGMENTS_OF_ORGAN.get(organ, {}).items():
+        if name == class_name:
+            return token
+    return None
+
+
 def organ_union_members(name: str) -> tuple[str, ...]:
     """The side classes whose union is the whole-organ class ``name`` (``kidney`` -> ``kidney_left``,
     ``kidney_right``); empty for every class that is not an organ made of sides."""

@@ -104,7 +104,6 @@ def lesion_components(
     max_p = np.maximum.reduceat(probability.ravel()[geo["idx"]], starts) if probability is not None else None
     overlaps = {name: np.add.reduceat(sub.ravel()[geo["idx"]].astype(np.int64), starts)
                 for name, sub in (subsegments or {}).items()}
-    token_of_class = {cls: tok for tok, cls in labels.SUBSEGMENTS_OF_ORGAN.get(organ or "", {}).items()}
     voxel_mm3 = float(np.prod(spacing_mm))
     components = []
     for k in np.argsort(-counts, kind="stable"):
@@ -124,7 +123,7 @@ def lesion_components(
         if subsegments:
             hits = {name: int(v[k]) for name, v in overlaps.items() if v[k] > 0}
             best = max(hits, key=lambda name: hits[name]) if hits else None
-            comp["location"] = [token_of_class.get(best, best)] if best else []
+            comp["location"] = [labels.subsegment_token(organ or "", best) or best] if best else []
             comp["subsegment_overlap_vox"] = hits
         components.append(comp)
     return components

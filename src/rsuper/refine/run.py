@@ -48,7 +48,7 @@ from rsuper.refine.grow import REGION_MARGIN_MM, grow_tumors, region_with_margin
 from rsuper.refine.status import (ACCEPTED, NOT_REFINABLE, STATUS_FOLDERS, Decision, StatusRules, TumorCheck,
                                   decide, leftover_probability, tumor_agreement)
 from rsuper.reports.schema import CaseFindings
-from rsuper.reports.words import place_of_voxel, place_text, token_of_class
+from rsuper.reports.words import place_of_voxel, place_text
 
 CASE_COLUMNS = ["case_id", "status", "confidence", "tumors", "reasons", "folder"]
 MAX_TUMORS = 16
@@ -130,7 +130,7 @@ class _MaskSource:
 def _group_region_text(organ: str, group: TumorGroup) -> str:
     if group.organ_level:
         return organ
-    tokens = [token_of_class(organ, c) or c for c in group.mask_classes]
+    tokens = [labels.subsegment_token(organ, c) or c for c in group.mask_classes]
     return place_text(organ, tokens)
 
 

@@ -30,21 +30,13 @@ def place_text(organ: str, tokens: Iterable[str] | None) -> str:
     return f"{_ADJECTIVE.get(organ, organ)} {'/'.join(tokens)}"
 
 
-def token_of_class(organ: str, class_name: str) -> str | None:
-    """Report location token of a sub-segment class of ``organ`` (``pancreas_tail`` -> ``tail``)."""
-    for token, name in labels.SUBSEGMENTS_OF_ORGAN.get(organ, {}).items():
-        if name == class_name:
-            return token
-    return None
-
-
 def place_of_voxel(organ: str, voxel: tuple[int, int, int] | None, subsegments: Mapping[str, np.ndarray]) -> str:
     """Words for where ``voxel`` lies: the sub-segment of ``organ`` holding it, else the organ ('' if unknown)."""
     if voxel is None:
         return ""
     for name, mask in subsegments.items():
         if mask.shape and bool(mask[voxel]):
-            token = token_of_class(organ, name)
+            token = labels.subsegment_token(organ, name)
             return place_text(organ, [token] if token else [])
     return organ
 
