@@ -1,8 +1,10 @@
 """Do the reports check the model? Review queue and refined masks measured on the demo's phantoms (issue 29).
 
 Per seed: runs `rsuper demo` (``--quick`` or the default plan; or reuses the demo folders given with
-``--demo-out``), whose step 8 already reviews R-Super's test predictions and refines the report CTs; then reads
-those outputs against the phantoms' true masks:
+``--demo-out``), whose step 8 already reviews R-Super's test predictions and refines the report CTs; or, with
+``--gain-out``, reviews and refines with the R-Super arm of finished benchmarks/bench_gain.py seed folders (its
+headline predictions, without TTA; refine also without TTA); then reads those outputs against the phantoms' true
+masks:
 
 - per tumor organ, over report CTs with a true tumor of that organ: lesion DSC of the refined masks (accepted +
   needs review) versus the raw thresholded predictions of the same model on the same CTs; and of the
@@ -28,6 +30,7 @@ PRE-REGISTRATION (written before any run of this script; decision rules fixed he
 Example:
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_review_refine.py --quick --seeds 0 1 2 --root bench_rr
     python benchmarks/bench_review_refine.py --demo-out demo_s0 demo_s1 demo_s2
+    python benchmarks/bench_review_refine.py --gain-out gain_demo/demo/seed41 gain_demo/demo/seed42 gain_demo/demo/seed43
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsuper.demo import MODEL_NAMES, DemoPlan, run_demo
+from rsuper.demo import MODEL_NAMES, DemoPlan, review_and_refine, run_demo
 from rsuper.evaluate.detection import auroc
 from rsuper.review.truth import queue_truth, refined_summary, refined_truth
 
@@ -52,8 +55,19 @@ def measure(demo: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return refined_summary(refined), queue_truth(organs, data / "test")
 
 
-def self_train(plan: DemoPlan, log=print) -> pd.DataFrame:
-    """One round on accepted refined masks versus none (same budget); per-organ test F1 and DSC of both."""
+def review_gain_seed(seed_dir: Path, device: str) -> DemoPlan:
+    """Review and refine with the R-Super arm of a finished bench_gain seed (no TTA); resumes a finished one."""
+    plan = DemoPlan.load(seed_dir / "demo_plan.json")
+    if not (seed_dir / "refine" / "refine.csv").is_file():
+        review_and_refine(seed_dir, seed_dir / "data", seed_dir / "runs" / MODEL_NAMES[1] / "final.pt",
+                          seed_dir / "predictions" / "none" / MODEL_NAMES[1], device=device, tta="none",
+                          volume_threshold_mm3=plan.volume_threshold_mm3, log=print)
+    return plan
+
+
+def self_train(plan: DemoPlan, baseline: Path, tta: str, log=print) -> pd.DataFrame:
+    """One round on accepted refined masks versus none (same budget); per-organ test F1 and DSC of both.
+    ``baseline``: R-Super's test predictions made with ``tta``, as the new model's are."""
     from rsuper.data.preprocess import prepare_dataset
     from rsuper.demo import _train_once
     from rsuper.evaluate.result import EvaluationSettings
@@ -71,10 +85,10 @@ def self_train(plan: DemoPlan, log=print) -> pd.DataFrame:
     final = _train_once(config, log, show_progress=False)
     pred = out / "selftrain" / "predictions"
     predict_cases(Predictor.from_checkpoint(final, device=plan.device), find_ct_inputs(data / "test"), pred,
-                  PredictOptions(tta=plan.predict_tta))
+                  PredictOptions(tta=tta))
     settings = EvaluationSettings(volume_threshold_mm3=plan.volume_threshold_mm3, n_bootstrap=10, seed=plan.seed)
     rows = []
-    for name, folder in ((MODEL_NAMES[1], out / "predictions" / MODEL_NAMES[1]), ("R-Super+refined", pred)):
+    for name, folder in ((MODEL_NAMES[1], baseline), ("R-Super+refined", pred)):
         result = evaluate_predictions(folder, None, reports=data / "gold" / "tumors.csv", masks=data / "test",
                                       settings=settings)
         det = result.detection.set_index("organ")["f1"]
@@ -89,11 +103,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="`rsuper demo --quick` budgets (no quality claim)")
     parser.add_argument("--root", type=Path, default=Path("bench_review_refine"))
     parser.add_argument("--demo-out", type=Path, nargs="+", help="finished demo folders to reuse instead")
+    parser.add_argument("--gain-out", type=Path, nargs="+", help="finished bench_gain seed folders (R-Super arm)")
     parser.add_argument("--self-train", action="store_true", help="also the pre-registered self-training round")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    demos = args.demo_out or []
-    plans = []
+    demos = args.demo_out or args.gain_out or []
+    plans = [review_gain_seed(seed_dir, args.device) for seed_dir in args.gain_out or []]
     if not demos:
         for seed in args.seeds:
             plan = DemoPlan.default(args.root / f"seed{seed}", quick=args.quick, seed=seed, device=args.device)
@@ -108,7 +123,9 @@ def main() -> None:
         queues.append(per_ct.assign(seed=i))
         if args.self_train:
             plan = plans[i] if plans else DemoPlan.load(demo / "demo_plan.json")
-            selftrain.append(self_train(plan).assign(seed=i))
+            baseline, tta = ((demo / "predictions" / "none" / MODEL_NAMES[1], "none") if args.gain_out
+                             else (demo / "predictions" / MODEL_NAMES[1], plan.predict_tta))
+            selftrain.append(self_train(plan, baseline, tta).assign(seed=i))
     refined_all = pd.concat(refined, ignore_index=True)
     pd.set_option("display.width", 200)
     print("\nRefined vs raw lesion DSC on report CTs with a true tumor (per seed):")

@@ -367,41 +367,62 @@ def run_demo(plan: DemoPlan, log: Log = print) -> DemoResult:
     return DemoResult(out=plan.out, comparison=comparison, summary=summary, html=compare_dir / "report.html")
 
 
+@dataclass
+class ReviewRefineResult:
+    """Step 8's tables: the test set's review queue and per-organ rows, the refine statuses, refined vs true."""
+
+    queue: pd.DataFrame
+    organs: pd.DataFrame
+    table: pd.DataFrame
+    refined: pd.DataFrame
+
+
+def review_and_refine(out: Path, data: Path, checkpoint: Path, test_pred: Path, *, device: str, tta: str,
+                      volume_threshold_mm3: float, log: Log) -> ReviewRefineResult:
+    """Reviews ``test_pred`` against the test reports (``out/review/test``) and refines the report CTs with
+    ``checkpoint`` (``out/refine``: probabilities in ``predictions``, masks in ``accepted``/``needs_review``);
+    ``data`` is a demo dataset (``gold/``, ``test/``, ``reports/``, ``truth/``), ``out`` holds ``extract/`` and
+    ``organs/``. Also used by benchmarks/bench_review_refine.py on bench_gain's seeds."""
+    from rsuper.refine.run import predict_for_refine, refine_cases
+    from rsuper.review.run import review_predictions
+    from rsuper.review.truth import refined_truth
+
+    log("review: the test predictions against the test reports")
+    queue, organs = review_predictions(test_pred, data / "gold" / "tumors.csv", out / "review" / "test",
+                                       images=data / "test", volume_threshold_mm3=volume_threshold_mm3, top=10)
+    refine_dir, refine_pred = out / "refine", out / "refine" / "predictions"
+    report_ids = [case.case_id for case in discover_cases(data / "reports")]
+    log(f"refine: {len(report_ids)} report CTs -> {refine_dir}")
+    predict_for_refine(checkpoint, data / "reports", report_ids, refine_pred, device=device, tta=tta)
+    table = refine_cases(refine_pred, out / "extract" / "tumors.csv", refine_dir, [data / "reports", out / "organs"])
+    return ReviewRefineResult(queue, organs, table, refined_truth(refine_dir, refine_pred, data / "truth"))
+
+
 def _review_and_refine(plan: DemoPlan, data: Path, checkpoint: Path, test_pred: Path, html_path: Path,
                        log: Log) -> None:
     """Step 8: review queue of the test set and refined report-CT masks, both against the true masks, appended to
     the comparison report."""
     from rsuper.atomic import write_text_atomic
-    from rsuper.refine.run import predict_for_refine, refine_cases
     from rsuper.review.html import demo_section, refined_overlay
-    from rsuper.review.run import review_predictions
-    from rsuper.review.truth import queue_auroc, queue_truth, refined_summary, refined_truth
+    from rsuper.review.truth import queue_auroc, queue_truth, refined_summary
 
-    log("review: R-Super's test predictions against the test reports")
-    review_dir = plan.out / "review" / "test"
-    queue, organs = review_predictions(test_pred, data / "gold" / "tumors.csv", review_dir, images=data / "test",
-                                       volume_threshold_mm3=plan.volume_threshold_mm3, top=10)
-    per_ct = queue_truth(organs, data / "test")
-    tumors = plan.out / "extract" / "tumors.csv"
-    refine_dir, refine_pred = plan.out / "refine", plan.out / "refine" / "predictions"
-    report_ids = [case.case_id for case in discover_cases(data / "reports")]
-    log(f"refine: R-Super on the {len(report_ids)} report CTs -> {refine_dir}")
-    predict_for_refine(checkpoint, data / "reports", report_ids, refine_pred, device=plan.device, tta=plan.predict_tta)
-    table = refine_cases(refine_pred, tumors, refine_dir, [data / "reports", plan.out / "organs"])
-    refined = refined_truth(refine_dir, refine_pred, data / "truth")
+    result = review_and_refine(plan.out, data, checkpoint, test_pred, device=plan.device, tta=plan.predict_tta,
+                               volume_threshold_mm3=plan.volume_threshold_mm3, log=log)
+    refined, refine_dir = result.refined, plan.out / "refine"
+    per_ct = queue_truth(result.organs, data / "test")
     summary = refined_summary(refined)
-    statuses = table["status"].value_counts().rename_axis("status").reset_index(name="CTs")
+    statuses = result.table["status"].value_counts().rename_axis("status").reset_index(name="CTs")
     pictures = []
     tumor_rows = refined[refined["true_volume_mm3"] > 0] if len(refined) else refined
     for row in tumor_rows.head(4).to_dict("records"):
-        path = refined_overlay(row["case_id"], row["lesion_class"], {"raw (p >= 0.5)": refine_pred,
+        path = refined_overlay(row["case_id"], row["lesion_class"], {"raw (p >= 0.5)": refine_dir / "predictions",
                                "refined": refine_dir / ("accepted" if row["status"] == "accepted" else "needs_review")},
                                data / "truth", data / "reports",
                                refine_dir / "overlays" / f"{row['case_id']}_{row['lesion_class']}.png")
         if path is not None:
             pictures.append(path)
-    section = demo_section(queue, per_ct, queue_auroc(per_ct), refined, summary, statuses, pictures,
-                           review_dir / "review.html")
+    section = demo_section(result.queue, per_ct, queue_auroc(per_ct), refined, summary, statuses, pictures,
+                           plan.out / "review" / "test" / "review.html")
     page = html_path.read_text()
     write_text_atomic(html_path, page.replace("</body>", section + "</body>", 1))
 
