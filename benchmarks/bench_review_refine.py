@@ -119,13 +119,13 @@ def main() -> None:
     refined, queues, selftrain = [], [], []
     for i, demo in enumerate(demos):
         summary, per_ct = measure(demo)
-        refined.append(summary.assign(seed=i))
-        queues.append(per_ct.assign(seed=i))
+        refined.append(summary.assign(seed=demo.name))
+        queues.append(per_ct.assign(seed=demo.name))
         if args.self_train:
             plan = plans[i] if plans else DemoPlan.load(demo / "demo_plan.json")
             baseline, tta = ((demo / "predictions" / "none" / MODEL_NAMES[1], "none") if args.gain_out
                              else (demo / "predictions" / MODEL_NAMES[1], plan.predict_tta))
-            selftrain.append(self_train(plan, baseline, tta).assign(seed=i))
+            selftrain.append(self_train(plan, baseline, tta).assign(seed=demo.name))
     refined_all = pd.concat(refined, ignore_index=True)
     pd.set_option("display.width", 200)
     print("\nRefined vs raw lesion DSC on report CTs with a true tumor (per seed):")
@@ -136,7 +136,7 @@ def main() -> None:
     print("SD over seeds:")
     print(agg.std().round(3).to_string())
     queue_all = pd.concat(queues, ignore_index=True)
-    per_seed = {int(s): (auroc(g["model_wrong"].to_numpy(bool), 1 - g["agreement"].to_numpy(float))
+    per_seed = {str(s): (auroc(g["model_wrong"].to_numpy(bool), 1 - g["agreement"].to_numpy(float))
                          if 0 < g["model_wrong"].sum() < len(g) else float("nan")) for s, g in queue_all.groupby("seed")}
     wrong = queue_all["model_wrong"].to_numpy(bool)
     pooled = auroc(wrong, 1 - queue_all["agreement"].to_numpy(float)) if 0 < wrong.sum() < len(wrong) else float("nan")
