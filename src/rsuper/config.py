@@ -90,10 +90,6 @@ class AugmentConfig(_Group):
 
     enabled: bool = Field(True, description="MONAI spatial + intensity augmentation and the left-right mirror")
     mirror_prob: float = Field(0.5, ge=0, le=1, description="share of augmented patches mirrored left-right")
-    organ_shift_prob: float = Field(0.0, ge=0, le=1, description="share of augmented patches whose organs each get "
-                                    "their own HU offset (contrast-phase simulation, rsuper.data.augment.contrast)")
-    organ_shift_hu: float = Field(150.0, ge=0, le=500, description="largest organ offset of the contrast-phase "
-                                  "augmentation, HU")
 
 
 class DataConfig(_Group):

@@ -27,7 +27,7 @@ def test_the_loss_of_each_stage_follows_config_loss():
 def test_the_dataset_follows_config_data(tmp_path):
     findings = make_cache(tmp_path / "cache")
     write_tumors_csv(findings.values(), tmp_path / "tumors.csv")
-    data = {"patch_size": (32, 32, 32), "max_tumors": 8, "augment": {"mirror_prob": 0.25, "organ_shift_prob": 0.3, "organ_shift_hu": 80.0},
+    data = {"patch_size": (32, 32, 32), "max_tumors": 8, "augment": {"mirror_prob": 0.25},
             "crops": {"mask_crop_probs": {"tumor": 1.0}, "report_random_crop_prob": 0.0}}
     stage1 = TrainConfig(cache=tmp_path / "cache", data=data)
     built = build_training_data(stage1, stage1.classes, SPACING_MM)
@@ -36,7 +36,6 @@ def test_the_dataset_follows_config_data(tmp_path):
     dataset = built.dataset
     assert (dataset.patch_size, dataset.max_tumors, dataset.crops.mask_crop_probs) == ((32, 32, 32), 8, {"tumor": 1.0})
     assert dataset.crops.report_random_crop_prob == 0.0 and dataset.augmentation.mirror.prob == 0.25
-    assert (dataset.augmentation.contrast.prob, dataset.augmentation.contrast.max_hu) == (0.3, 80.0)
     off = build_training_data(stage1.updated({"augment": False}), stage1.classes, SPACING_MM)
     assert off.dataset.augmentation is None
     stage2 = stage1.updated({"stage": 2, "init": "stage1.pt", "tumors": tmp_path / "tumors.csv"})

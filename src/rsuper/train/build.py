@@ -78,9 +78,7 @@ def build_training_data(config: TrainConfig, class_names: Sequence[str], spacing
         mask_cases, report_cases, class_names=class_names, patch_size=data.patch_size, spacing_mm=spacing_mm,
         target_organs=config.target_organs, max_tumors=data.max_tumors,
         crops=CropOptions(**data.crops.model_dump()),
-        augmentation=PatchAugmentation(class_names, mirror_prob=augment.mirror_prob,
-                                       organ_shift_prob=augment.organ_shift_prob,
-                                       organ_shift_hu=augment.organ_shift_hu) if augment.enabled else None,
+        augmentation=PatchAugmentation(class_names, mirror_prob=augment.mirror_prob) if augment.enabled else None,
     )
     return TrainingData(dataset, tuple(mask_cases), tuple(report_cases), tuple(skipped), config.stage)
 

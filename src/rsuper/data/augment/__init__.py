@@ -8,9 +8,7 @@ generator seeded by the sample's seed, so a sample is reproducible from its key 
    samples, dropped for a sample when it would move part of the chosen report group out of the patch;
 2. :class:`LeftRightMirror` (``mirror``): array axis 0 (patient left-right in the RAS cache) on ``mirror_prob``
    of the samples, with the left/right channel bookkeeping;
-3. :class:`RandomIntensity` (``intensity``): intensity scale, shift and Gaussian noise, each with probability 0.15;
-4. :class:`OrganContrastShift` (``contrast``): each organ its own HU offset (a contrast phase) on
-   ``organ_shift_prob`` of the samples (default 0: off).
+3. :class:`RandomIntensity` (``intensity``): intensity scale, shift and Gaussian noise, each with probability 0.15.
 
 Targets travel as one uint8 stack (label, unknown, region) x C + valid; for the rotation/zoom they are
 bit-packed (:mod:`rsuper.data.augment.bits`) so that one nearest-neighbour resampling moves all of them.
@@ -22,7 +20,6 @@ Example:
 """
 
 from rsuper.data.augment.bits import BITS, pack_bits, unpack_bits
-from rsuper.data.augment.contrast import OrganContrastShift
 from rsuper.data.augment.intensity import RandomIntensity
 from rsuper.data.augment.mirror import LeftRightMirror
 from rsuper.data.augment.patch import AugmentParams, PatchAugmentation
@@ -32,7 +29,6 @@ __all__ = [
     "BITS",
     "AugmentParams",
     "LeftRightMirror",
-    "OrganContrastShift",
     "PatchAugmentation",
     "RandomAffine",
     "RandomIntensity",

@@ -1,9 +1,8 @@
-"""PatchAugmentation: the rotation/zoom, the left-right mirror, the intensity and the contrast-phase transforms of
-one patch.
+"""PatchAugmentation: the rotation/zoom, the left-right mirror and the intensity transforms of one patch.
 
 All parameters of a patch come from one generator, ``numpy.random.default_rng([seed, 0xA5])``, drawn in the
-order the transforms apply (rotation/zoom, mirror, intensity, organ contrast): :meth:`PatchAugmentation.sample`
-gives them as an :class:`AugmentParams`, :meth:`PatchAugmentation.apply` applies them deterministically.
+order the transforms apply (rotation/zoom, mirror, intensity): :meth:`PatchAugmentation.sample` gives them as
+an :class:`AugmentParams`, :meth:`PatchAugmentation.apply` applies them deterministically.
 
 Example:
     >>> aug = PatchAugmentation(class_names, mirror_prob=0.5)
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rsuper.data.augment.contrast import OrganContrastShift
 from rsuper.data.augment.intensity import RandomIntensity
 from rsuper.data.augment.mirror import LeftRightMirror
 from rsuper.data.augment.spatial import RandomAffine
@@ -29,12 +27,11 @@ STREAM = 0xA5  # the augmentation's own stream of a sample seed: numpy.random.de
 @dataclass(frozen=True)
 class AugmentParams:
     """The random decisions of one patch: MONAI seeds of the rotation/zoom (None: none) and of the intensity
-    transforms, whether it is mirrored left-right, and the organs' contrast offsets in HU (None: none)."""
+    transforms, and whether it is mirrored left-right."""
 
     affine_seed: int | None
     mirror: bool
     intensity_seed: int
-    organ_offsets_hu: tuple[float, ...] | None = None
 
 
 class PatchAugmentation:
@@ -47,8 +44,6 @@ class PatchAugmentation:
         intensity_prob: probability of each intensity transform.
         rotate_rad: maximum rotation about each axis (radians).
         scale: maximum relative zoom.
-        organ_shift_prob: share of samples whose organs get contrast-phase offsets (``OrganContrastShift``).
-        organ_shift_hu: largest organ offset, HU.
     """
 
     def __init__(
@@ -59,22 +54,17 @@ class PatchAugmentation:
         intensity_prob: float = 0.15,
         rotate_rad: float = 0.26,
         scale: float = 0.1,
-        organ_shift_prob: float = 0.0,
-        organ_shift_hu: float = 150.0,
     ) -> None:
         self.spatial = RandomAffine(spatial_prob, rotate_rad, scale)
         self.mirror = LeftRightMirror(class_names, mirror_prob)
         self.intensity = RandomIntensity(intensity_prob)
-        self.contrast = OrganContrastShift(class_names, organ_shift_prob, organ_shift_hu)
 
     def sample(self, seed: int) -> AugmentParams:
         """The parameters of the patch of ``seed``."""
         rng = np.random.default_rng([seed, STREAM])
         affine_seed = self.spatial.sample(rng)
         mirror = self.mirror.sample(rng)
-        intensity_seed = self.intensity.sample(rng)
-        return AugmentParams(affine_seed=affine_seed, mirror=mirror, intensity_seed=intensity_seed,
-                             organ_offsets_hu=self.contrast.sample(rng))
+        return AugmentParams(affine_seed=affine_seed, mirror=mirror, intensity_seed=self.intensity.sample(rng))
 
     def apply(
         self, params: AugmentParams, image: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor | None = None
@@ -88,7 +78,6 @@ class PatchAugmentation:
         if params.mirror:
             image, targets = self.mirror.apply(image, targets)
         image = self.intensity.apply(params.intensity_seed, image)
-        image = self.contrast.apply(params.organ_offsets_hu, image, targets)
         return image, targets, spatial, params.mirror
 
     def __call__(
