@@ -17,26 +17,24 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 import torch
 from bench_demo_phases import phases  # this folder is on sys.path when the script runs
-from bench_gain import evaluate_arm
+from bench_gain import evaluate_arm, predict_arms
 
+from rsuper.demo import DemoPlan
 from rsuper.evaluate.detection import auroc
-from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
 
 
-def per_case(seed_dir: Path, name: str, checkpoint: Path, organs: tuple[str, ...]) -> pd.DataFrame:
+def per_case(plan: DemoPlan, name: str, checkpoint: Path) -> pd.DataFrame:
     """bench_gain's per-case rows of ``checkpoint`` on the seed's test CTs (no TTA), predicted once."""
-    pred = seed_dir / "predictions" / "none" / name
-    if not (seed_dir / "eval" / "none" / f"{name}.csv").is_file():
-        predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
-        predict_cases(predictor, find_ct_inputs(seed_dir / "data" / "test"), pred,
-                      PredictOptions(tta="none", save_probabilities=False))
-    return evaluate_arm(pred, seed_dir / "data", organs, seed_dir / "eval" / "none" / f"{name}.csv")
+    cached = plan.out / "eval" / "none" / f"{name}.csv"
+    pred = plan.out / "predictions" / "none" / name
+    if not cached.is_file():
+        pred = predict_arms(plan, plan.out / "data", {name: checkpoint}, "none", print)[name]
+    return evaluate_arm(pred, plan.out / "data", tuple(plan.target_organs), cached)
 
 
 def phase_table(table: pd.DataFrame, threshold_mm3: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,16 +62,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the phase rows (and AUROCs beside, _auroc.csv)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    plan = json.loads((args.seed_dir / "demo_plan.json").read_text())
-    organs = tuple(plan["target_organs"])
-    tables = [per_case(args.seed_dir, name, Path(ckpt), organs).assign(name=name)
+    plan = DemoPlan.load(args.seed_dir / "demo_plan.json")
+    plan.device = "cpu"
+    tables = [per_case(plan, name, Path(ckpt)).assign(name=name)
               for name, ckpt in (item.split("=", 1) for item in args.checkpoint)]
     if args.arm:
         gain_rows = pd.read_csv(args.seed_dir / "per_case_none.csv")
         tables += [gain_rows[gain_rows["arm"] == arm].assign(name=arm) for arm in args.arm]
     table = pd.concat(tables, ignore_index=True)
     table["phase"] = table["case_id"].map(phases(args.seed_dir))
-    rates, aurocs = phase_table(table, float(plan["volume_threshold_mm3"]))
+    rates, aurocs = phase_table(table, plan.volume_threshold_mm3)
     pd.set_option("display.width", 200)
     print(rates.to_string(index=False))
     print(aurocs.to_string(index=False))
