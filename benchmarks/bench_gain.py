@@ -119,12 +119,15 @@ def realct_generator() -> Callable:
     return generate_realct_dataset
 
 
-def generator_kwargs(generate: Callable, plan: DemoPlan) -> dict:
-    """The DemoPlan's generator settings that ``generate`` takes (by name)."""
+def generator_kwargs(family: str, generate: Callable, plan: DemoPlan) -> dict:
+    """The DemoPlan's generator settings that ``generate`` takes (by name). The realct family keeps its own
+    organ-relative tumor contrast range (docs/phantoms.md): the demo's single -90 HU is not passed to it."""
     wanted = dict(n_mask=plan.n_mask, n_report=plan.n_report, n_test=plan.n_test, spacing_mm=plan.spacing_mm,
                   seed=plan.seed, tumor_contrast_hu=plan.tumor_contrast_hu, noise_sd_hu=plan.noise_sd_hu,
                   mask_healthy_fraction=plan.mask_healthy_fraction, phase_weights=plan.phase_weights,
                   mask_phase_weights=plan.mask_phase_weights, mask_cover_locations=plan.mask_cover_locations)
+    if family == "realct":
+        wanted.pop("tumor_contrast_hu")
     accepted = inspect.signature(generate).parameters
     return {k: v for k, v in wanted.items() if k in accepted}
 
@@ -139,7 +142,7 @@ def generate_data(family: str, plan: DemoPlan, log: Log) -> Path:
         log(f"data: reusing {data}")
         return data
     generate = realct_generator()
-    kwargs = generator_kwargs(generate, plan)
+    kwargs = generator_kwargs("realct", generate, plan)
     log(f"data: generate_realct_dataset({data}, {kwargs})")
     generate(data, **kwargs)
     write_json_atomic(done, {"generator": "rsuper.synthetic.realct.generate_realct_dataset",

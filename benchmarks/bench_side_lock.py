@@ -19,15 +19,16 @@ Example:
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import yaml
 
-from bench_side_probe import probe, summarise  # this folder is on sys.path when the script runs
+from bench_gain import generator_kwargs  # this folder is on sys.path when the script runs
+from bench_side_probe import probe, summarise
 from rsuper.config import TrainConfig
 from rsuper.data.preprocess import prepare_dataset
 from rsuper.demo import DemoPlan
@@ -42,14 +43,8 @@ def generate_masks(family: str, plan: DemoPlan, data: Path) -> None:
         generate = generate_dataset
     else:
         from rsuper.synthetic.realct import generate_realct_dataset as generate
-    wanted = dict(n_mask=plan.n_mask, n_report=0, n_test=0, spacing_mm=plan.spacing_mm, seed=plan.seed,
-                  tumor_contrast_hu=plan.tumor_contrast_hu, noise_sd_hu=plan.noise_sd_hu,
-                  mask_healthy_fraction=plan.mask_healthy_fraction, phase_weights=plan.phase_weights,
-                  mask_phase_weights=plan.mask_phase_weights, mask_cover_locations=plan.mask_cover_locations)
-    if family == "realct":
-        wanted.pop("tumor_contrast_hu")  # the family's own organ-relative contrast range
-    accepted = inspect.signature(generate).parameters
-    generate(data, **{k: v for k, v in wanted.items() if k in accepted})
+    kwargs = generator_kwargs(family, generate, replace(plan, n_report=0, n_test=0))
+    generate(data, **kwargs)
 
 
 def run_config(plan: DemoPlan, out: Path, steps: int, overrides: dict) -> TrainConfig:
