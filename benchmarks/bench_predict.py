@@ -25,7 +25,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from rsuper.infer.predict import TTA_MODES, PredictOptions, Predictor, predict_case
+from rsuper.infer.predict import PredictOptions, Predictor, predict_case
+from rsuper.infer.tta import TTA_MODES
 from rsuper.models.checkpoint import make_payload, save_checkpoint
 from rsuper.models.registry import build_model
 

@@ -87,7 +87,7 @@ class DemoPlan:
     tumor_crop_prob: float = 0.8
     target_organs: tuple[str, ...] = ("pancreas", "kidney", "liver")
     volume_threshold_mm3: float = 300.0
-    # Test-time augmentation of both arms' predictions (rsuper.infer.predict.TTA_MODES). "mirror": the mean of the
+    # Test-time augmentation of both arms' predictions (rsuper.infer.tta.TTA_MODES). "mirror": the mean of the
     # CT as is and mirrored left-right; it lifted R-Super's F1 by 7.7 and DSC by 10.3 points (organ means, seeds
     # 14-20, pre-registered) by removing calls a lesion channel makes on one side only (BENCHMARKS.md, session 16).
     predict_tta: str = "mirror"

@@ -129,7 +129,6 @@ def test_torn_cache_line_is_repaired_before_appending(tmp_path):
 
 def test_invalid_cached_answer_is_asked_again(tmp_path):
     cache_path = tmp_path / "cache.jsonl"
-    options = LLMOptions(base_url="http://unused/v1", model="fake-model")
     key = cache_key(REPORT, "fake-model", PROMPT_VERSION)
     bad = {"lesions": [{"organ": "liver", "size_mm": [1, 2, 3, 4, 5]}]}  # e.g. written by an older schema
     cache_path.write_text(json.dumps({"key": key, "answer": bad}) + "\n")

@@ -64,7 +64,7 @@ def test_deterministic_per_seed(tmp_path):
     args = dict(index=4, split="masks", settings=PhantomSettings(anatomy=AnatomySettings(spacing_mm=(6.0, 6.0, 6.0))))
     a = make_case(tmp_path / "a", seed=1, **args)
     b = make_case(tmp_path / "b", seed=1, **args)
-    c = make_case(tmp_path / "c", seed=2, **args)
+    make_case(tmp_path / "c", seed=2, **args)
     ct = [np.asarray(nib.load(str(tmp_path / r / "masks" / "phantom_00004" / "ct.nii.gz")).dataobj) for r in "abc"]
     assert np.array_equal(ct[0], ct[1]) and a["report"] == b["report"] and a["truth"] == b["truth"]
     assert not np.array_equal(ct[0], ct[2])

@@ -50,7 +50,7 @@ from rsuper.data.checks import require_hu
 from rsuper.device import resolve_device
 from rsuper.infer.findings import lesion_components, organ_summary, report_style_lesions
 from rsuper.infer.sides import body_midline_x_mm, derived_side_classes, split_sides
-from rsuper.infer.tta import TTA_MODES, check_tta_mode  # noqa: F401 - TTA_MODES re-exported (CLI, benchmarks)
+from rsuper.infer.tta import check_tta_mode
 from rsuper.io import CT_NORMALISATION, Volume, load_nifti, normalize_ct, resample_to_grid, resample_to_spacing, \
     save_nifti, to_canonical
 from rsuper.losses.geometry import dilate_mm
