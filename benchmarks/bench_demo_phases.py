@@ -35,10 +35,10 @@ def phase_of(report: str) -> str:
     return "unknown"
 
 
-def phases(demo: Path) -> pd.Series:
-    """Phase of every test CT of a demo folder, indexed by case id."""
+def phases(demo: Path, split: str = "test") -> pd.Series:
+    """Phase of every CT of one split (``test``, ``reports``, ``masks``) of a demo folder, indexed by case id."""
     reports = pd.read_csv(demo / "data" / "reports.csv")
-    test = reports[reports["split"] == "test"]
+    test = reports[reports["split"] == split]
     return pd.Series([phase_of(text) for text in test["Report"]], index=test["BDMAP ID"], name="phase")
 
 

@@ -218,12 +218,15 @@ def train_arms(plan: DemoPlan, parallel: bool, log: Log) -> dict[str, Path]:
     return {name: done[name] for name in gain.ARMS}
 
 
-def predict_arms(plan: DemoPlan, data: Path, checkpoints: dict[str, Path], tta: str, log: Log) -> dict[str, Path]:
-    inputs = find_ct_inputs(data / "test")
+def predict_arms(plan: DemoPlan, data: Path, checkpoints: dict[str, Path], tta: str, log: Log,
+                 split: str = "test") -> dict[str, Path]:
+    """Each checkpoint's predictions of the ``split`` CTs (``test``, or ``reports``: the report CTs the arms trained
+    on) in ``OUT/predictions/<tta>[_<split>]/<name>``."""
+    inputs = find_ct_inputs(data / split)
     dirs = {}
     for name, checkpoint in checkpoints.items():
-        pred = plan.out / "predictions" / tta / name
-        log(f"predict: {name} (TTA {tta}) on {len(inputs)} test CTs -> {pred}")
+        pred = plan.out / "predictions" / (tta if split == "test" else f"{tta}_{split}") / name
+        log(f"predict: {name} (TTA {tta}) on {len(inputs)} {split} CTs -> {pred}")
         predictor = Predictor.from_checkpoint(checkpoint, device=plan.device)
         statuses = predict_cases(predictor, inputs, pred, PredictOptions(tta=tta, save_probabilities=False))
         failed = {k: v for k, v in statuses.items() if v.startswith("failed")}
@@ -257,14 +260,16 @@ def paired_organs(organs: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     return {o: labels.ORGAN_MASK_CLASSES[o] for o in organs if len(labels.ORGAN_MASK_CLASSES.get(o, ())) == 2}
 
 
-def evaluate_arm(pred_dir: Path, data: Path, organs: tuple[str, ...], out_csv: Path) -> pd.DataFrame:
+def evaluate_arm(pred_dir: Path, data: Path, organs: tuple[str, ...], out_csv: Path,
+                 split: str = "test") -> pd.DataFrame:
     """Per (case, organ) rows of one arm's predictions (rsuper.evaluate.run.per_case_table) with ``truth`` (CT
-    has a tumor: the report, else the mask), ``tumor_mask`` and the per-side columns; cached in ``out_csv``."""
+    has a tumor: the report, else the mask), ``tumor_mask`` and the per-side columns; cached in ``out_csv``.
+    ``split`` ``reports``: the report CTs, lesion masks from ``data/truth`` (no organ masks there: no side columns)."""
     if out_csv.is_file():
         return pd.read_csv(out_csv)
     reports = data / "gold" / "tumors.csv"
     truth = load_report_truth(reports) if reports.is_file() else None
-    masks = data / "test"
+    masks = data / ("test" if split == "test" else "truth")
     table = per_case_table(pred_dir, truth, masks, DEFAULT_NSD_TOLERANCE_MM)
     table = table[table["organ"].isin(organs)].reset_index(drop=True)
     has_report = "report_count" in table and table["report_count"].notna().all()

@@ -3,15 +3,19 @@
 A model trained on few mask CTs of one phase may read the organ's absolute intensity (the phase) instead of a
 lesion's contrast to its organ, and call every healthy organ of another phase. This predicts each checkpoint on
 the 60 test CTs of a finished ``benchmarks/bench_gain.py`` seed folder WITHOUT test-time augmentation (into
-``SEED/predictions/none/<name>``, evaluated as bench_gain does, cached), takes each CT's phase from the TECHNIQUE
-line of its report (``bench_demo_phases.phase_of``) and writes per (name, organ, phase): healthy CTs and the share
-called (predicted tumor volume after the 1 mm opening >= the seed plan's threshold), tumor CTs and the share
-found; and per (name, organ) the CT-level AUROC of the predicted volume. The bench_gain arms already evaluated
-there (``per_case_none.csv``) can be added by name.
+``SEED/predictions/none/<name>``, evaluated as bench_gain does, cached; ``--split reports``: the 60 report CTs
+the stage-2 arms trained on, truth from their true masks and reports, into ``none_reports``), takes each CT's
+phase from the TECHNIQUE line of its report (``bench_demo_phases.phase_of``) and writes per (name, organ, phase):
+healthy CTs and the share called (predicted tumor volume after the 1 mm opening >= the seed plan's threshold), tumor
+CTs and the share found; and per (name, organ) the CT-level AUROC of the predicted volume. The bench_gain arms
+already evaluated there (``per_case_none.csv``) can be added by name.
 
 Example:
     python benchmarks/bench_stage1_phases.py gain_demo/demo/seed41 --checkpoint stage1=gain_demo/demo/seed41/runs/stage1/final.pt \\
         --checkpoint C=sideC/demo41/run_x/final.pt --arm masks-only --arm R-Super --out phases_seed41.csv
+    do the arms fit their own training negatives (the report CTs)?
+    python benchmarks/bench_stage1_phases.py gain_demo/demo/seed41 --split reports --arm masks-only --arm R-Super \\
+        --arm all-masks --out fit_seed41.csv
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from rsuper.demo import DemoPlan
 from rsuper.evaluate.detection import auroc
 
 
-def per_case(plan: DemoPlan, name: str, checkpoint: Path) -> pd.DataFrame:
-    """bench_gain's per-case rows of ``checkpoint`` on the seed's test CTs (no TTA), predicted once."""
-    cached = plan.out / "eval" / "none" / f"{name}.csv"
-    pred = plan.out / "predictions" / "none" / name
+def per_case(plan: DemoPlan, name: str, checkpoint: Path, split: str = "test") -> pd.DataFrame:
+    """bench_gain's per-case rows of ``checkpoint`` on the seed's ``split`` CTs (no TTA), predicted once."""
+    folder = "none" if split == "test" else f"none_{split}"
+    cached = plan.out / "eval" / folder / f"{name}.csv"
+    pred = plan.out / "predictions" / folder / name
     if not cached.is_file():
-        pred = predict_arms(plan, plan.out / "data", {name: checkpoint}, "none", print)[name]
-    return evaluate_arm(pred, plan.out / "data", tuple(plan.target_organs), cached)
+        pred = predict_arms(plan, plan.out / "data", {name: checkpoint}, "none", print, split=split)[name]
+    return evaluate_arm(pred, plan.out / "data", tuple(plan.target_organs), cached, split=split)
 
 
 def phase_table(table: pd.DataFrame, threshold_mm3: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,19 +63,24 @@ def main() -> None:
     parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=CKPT")
     parser.add_argument("--arm", action="append", default=[], help="a bench_gain arm already evaluated there")
+    parser.add_argument("--split", choices=("test", "reports"), default="test",
+                        help="test CTs, or the 60 report CTs the stage-2 arms trained on (do they fit their own "
+                             "negatives?); --arm NAME then means SEED/runs/NAME/final.pt")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also write the phase rows (and AUROCs beside, _auroc.csv)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plan = DemoPlan.load(args.seed_dir / "demo_plan.json")
     plan.device = "cpu"
-    tables = [per_case(plan, name, Path(ckpt)).assign(name=name)
-              for name, ckpt in (item.split("=", 1) for item in args.checkpoint)]
-    if args.arm:
+    checkpoints = [item.split("=", 1) for item in args.checkpoint]
+    if args.split != "test":
+        checkpoints += [(arm, str(args.seed_dir / "runs" / arm / "final.pt")) for arm in args.arm]
+    tables = [per_case(plan, name, Path(ckpt), args.split).assign(name=name) for name, ckpt in checkpoints]
+    if args.arm and args.split == "test":
         gain_rows = pd.read_csv(args.seed_dir / "per_case_none.csv")
         tables += [gain_rows[gain_rows["arm"] == arm].assign(name=arm) for arm in args.arm]
     table = pd.concat(tables, ignore_index=True)
-    table["phase"] = table["case_id"].map(phases(args.seed_dir))
+    table["phase"] = table["case_id"].map(phases(args.seed_dir, args.split))
     rates, aurocs = phase_table(table, plan.volume_threshold_mm3)
     pd.set_option("display.width", 200)
     print(rates.to_string(index=False))
