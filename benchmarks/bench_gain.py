@@ -47,11 +47,10 @@ Commands (run from the repository root; numbers in points = 100 x the fraction):
     PYTHONPATH=src:benchmarks python benchmarks/bench_gain.py --family demo --seeds 1 --quick --out /tmp/gain_quick \\
         --device cpu
   the real run, default demo plan (8 mask, 60 report, 60 test CTs at 4 mm, stage 1 of 1200 steps, then three arms of
-  1200 steps), headline without TTA and the mirror TTA beside it. Budgets are ESTIMATES from the demo's measured
-  steps (BENCHMARKS.md), not yet measured for this script:
-    CPU box, 2 cores, about 30-40 min per seed, so 1.5-2 h for 3 seeds (stage 1 ~7 min; the three stage-2 arms side
-    by side on 2 cores ~18-25 min, the demo's two take 12 min; prediction of 3 arms x 60 CTs, once plain and once
-    mirrored, ~3 min; evaluation ~1-2 min):
+  1200 steps), headline without TTA and the mirror TTA beside it. Measured on the CPU box (2 cores, 2026-12-05):
+    about 33 min per seed alone (demo), 66-75 min per seed with two seeds side by side at 1 thread each (demo and
+    realct: training ~61 min, prediction of 3 arms x 60 CTs plain + mirrored ~11 min); a seed resumes where it
+    stopped, so the seeds of a family can be spread over several sessions:
       OMP_NUM_THREADS=2 python benchmarks/bench_gain.py --family demo --seeds 31 32 33 --tta mirror \\
           --out gain_demo --device cpu
     one GPU (H100/H200), about 5-6 min per seed (the demo's two arms take 3.7 min), under 20 min for 3 seeds:
