@@ -38,8 +38,8 @@ def phase_of(report: str) -> str:
 def phases(demo: Path, split: str = "test") -> pd.Series:
     """Phase of every CT of one split (``test``, ``reports``, ``masks``) of a demo folder, indexed by case id."""
     reports = pd.read_csv(demo / "data" / "reports.csv")
-    test = reports[reports["split"] == split]
-    return pd.Series([phase_of(text) for text in test["Report"]], index=test["BDMAP ID"], name="phase")
+    rows = reports[reports["split"] == split]
+    return pd.Series([phase_of(text) for text in rows["Report"]], index=rows["BDMAP ID"], name="phase")
 
 
 def by_phase(demo: Path) -> pd.DataFrame:

@@ -217,14 +217,19 @@ def train_arms(plan: DemoPlan, parallel: bool, log: Log) -> dict[str, Path]:
     return {name: done[name] for name in gain.ARMS}
 
 
+def run_folder(tta: str, split: str = "test") -> str:
+    """Folder name of one TTA mode's predictions and evaluations of a split: ``<tta>``, or ``<tta>_<split>``."""
+    return tta if split == "test" else f"{tta}_{split}"
+
+
 def predict_arms(plan: DemoPlan, data: Path, checkpoints: dict[str, Path], tta: str, log: Log,
                  split: str = "test") -> dict[str, Path]:
     """Each checkpoint's predictions of the ``split`` CTs (``test``, or ``reports``: the report CTs the arms trained
-    on) in ``OUT/predictions/<tta>[_<split>]/<name>``."""
+    on) in ``OUT/predictions/<run_folder>/<name>``."""
     inputs = find_ct_inputs(data / split)
     dirs = {}
     for name, checkpoint in checkpoints.items():
-        pred = plan.out / "predictions" / (tta if split == "test" else f"{tta}_{split}") / name
+        pred = plan.out / "predictions" / run_folder(tta, split) / name
         log(f"predict: {name} (TTA {tta}) on {len(inputs)} {split} CTs -> {pred}")
         predictor = Predictor.from_checkpoint(checkpoint, device=plan.device)
         statuses = predict_cases(predictor, inputs, pred, PredictOptions(tta=tta, save_probabilities=False))

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from bench_gain import generator_kwargs  # this folder is on sys.path when the script runs
+from bench_gain import generator_kwargs, realct_generator  # this folder is on sys.path when the script runs
 from bench_side_probe import probe, summarise
 from rsuper.config import TrainConfig
 from rsuper.data.preprocess import prepare_dataset
@@ -39,12 +39,8 @@ from rsuper.train.trainer import train
 
 def generate_masks(family: str, plan: DemoPlan, data: Path) -> None:
     """The seed's mask CTs of ``family`` with the demo plan's composition (no report or test CTs)."""
-    if family == "demo":
-        generate = generate_dataset
-    else:
-        from rsuper.synthetic.realct import generate_realct_dataset as generate
-    kwargs = generator_kwargs(family, generate, replace(plan, n_report=0, n_test=0))
-    generate(data, **kwargs)
+    generate = generate_dataset if family == "demo" else realct_generator()
+    generate(data, **generator_kwargs(family, generate, replace(plan, n_report=0, n_test=0)))
 
 
 def run_config(plan: DemoPlan, out: Path, steps: int, overrides: dict) -> TrainConfig:

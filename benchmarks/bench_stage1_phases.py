@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from bench_demo_phases import phases  # this folder is on sys.path when the script runs
-from bench_gain import evaluate_arm, predict_arms
+from bench_gain import evaluate_arm, predict_arms, run_folder
 
 from rsuper.demo import DemoPlan
 from rsuper.evaluate.detection import auroc
@@ -34,7 +34,7 @@ from rsuper.evaluate.detection import auroc
 
 def per_case(plan: DemoPlan, name: str, checkpoint: Path, split: str = "test") -> pd.DataFrame:
     """bench_gain's per-case rows of ``checkpoint`` on the seed's ``split`` CTs (no TTA), predicted once."""
-    folder = "none" if split == "test" else f"none_{split}"
+    folder = run_folder("none", split)
     cached = plan.out / "eval" / folder / f"{name}.csv"
     pred = plan.out / "predictions" / folder / name
     if not cached.is_file():
