@@ -277,8 +277,12 @@ def test_crop_choice_json_round_trip_and_older_records():
     choice = CropChoice("c", "group", (1, 2, 3), (32, 32, 32), 0, "pancreatic_lesion", ("pancreas_body",), (600.0,),
                         (11.0,))
     assert CropChoice.from_json(choice.to_json()) == choice
-    older = {**json.loads(choice.to_json()), "hypoattenuating": [True]}  # written before the prior was removed
+    older = {**json.loads(choice.to_json()), "hypoattenuating": [True, False]}  # S11's removed prior: one per tumor
     assert CropChoice.from_json(json.dumps(older)) == choice
+    older_hypo = {**json.loads(choice.to_json()), "hypoattenuating": [True]}
+    assert CropChoice.from_json(json.dumps(older_hypo)).hypoattenuating is True
+    oldest = {k: v for k, v in json.loads(choice.to_json()).items() if k != "hypoattenuating"}
+    assert CropChoice.from_json(json.dumps(oldest)) == choice
 
 
 def test_whole_kidney_channel_is_the_union_of_the_sides_and_survives_the_mirror(report_data):

@@ -1,0 +1,114 @@
+"""One more stage-2 arm on a finished bench_gain seed: a paired test of a training option.
+
+The variant arm is the seed's R-Super run file (``runs/R-Super/config.yaml``: same stage 1, data, steps, schedule,
+seed and so the same sampled batches) with the given options set; it trains into ``runs/<name>``, predicts the
+test CTs without TTA into ``predictions/none/<name>``, is evaluated as bench_gain evaluates its arms
+(``eval/none/<name>.csv``) and compared per tumor organ with the seed's three arms. Every step resumes.
+
+Output: a table per organ (AUROC of the predicted volume, DSC on tumor CTs, F1 at the validation threshold,
+per-side kidney numbers) with the variant minus R-Super, printed and written to ``variant_<name>.csv`` in the
+seed folder.
+
+Example (the blind start of the Ball Loss on a bench_gain demo seed; ~45 min on 1 CPU thread, ~10 min alone at
+2 threads is not measured):
+    PYTHONPATH=src:benchmarks python benchmarks/bench_variant.py gain_out/demo/seed43 --name blind-start \\
+        --set loss.ball.blind_floor=0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from bench_gain import evaluate_arm, paired_organs, predict_arms, run_folder
+
+from rsuper.atomic import atomic_path
+from rsuper.config import TrainConfig
+from rsuper.evaluate import gain
+from rsuper.train.trainer import train
+
+METRICS = ("auroc_volume", "dsc_tumor", "f1", "sensitivity_left", "sensitivity_right", "healthy_call_left",
+           "healthy_call_right")
+
+
+class _Plan:
+    """The two fields of a bench_gain DemoPlan that ``predict_arms`` reads."""
+
+    def __init__(self, out: Path, device: str) -> None:
+        self.out, self.device = out, device
+
+
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` strings -> options (values parsed as YAML: 0.5 -> float, null -> None)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value (e.g. loss.ball.blind_floor=0.5), got {pair!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def variant_config(seed_dir: Path, name: str, options: dict[str, object]) -> TrainConfig:
+    base = seed_dir / "runs" / "R-Super" / "config.yaml"
+    if not base.is_file():
+        raise SystemExit(f"{base} not found: run bench_gain on this seed first")
+    config = TrainConfig.from_yaml(base).updated(options)
+    return config.updated({"out": seed_dir / "runs" / name})
+
+
+def compare(seed_dir: Path, name: str, variant_csv: Path) -> pd.DataFrame:
+    """Per organ and metric: the seed's arms, the variant, and variant - R-Super (no TTA, test CTs)."""
+    per_case = pd.read_csv(seed_dir / f"per_case_{run_folder('none')}.csv")
+    per_case = pd.concat([per_case, pd.read_csv(variant_csv).assign(arm=name)], ignore_index=True)
+    organs = tuple(per_case["organ"].drop_duplicates())
+    sides = paired_organs(organs)
+    arms = (*gain.ARMS, name)
+    rows = []
+    for organ in organs:
+        cases = gain.OrganCases.from_frame(per_case, organ, arms=arms, sides=sides.get(organ, ()))
+        thresholds = cases.thresholds()
+        values = {arm: cases.metrics(arm, thresholds[arm]) for arm in arms}
+        for metric in METRICS:
+            if metric in values[name]:
+                row = {"organ": organ, "metric": metric, **{arm: values[arm][metric] for arm in arms}}
+                row["variant - R-Super"] = row[name] - row["R-Super"]
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
+    parser.add_argument("--name", required=True, help="the variant arm's folder name, e.g. blind-start")
+    parser.add_argument("--set", dest="options", nargs="+", required=True, metavar="KEY=VALUE",
+                        help="TrainConfig options of the variant (dotted paths), e.g. loss.ball.blind_floor=0.5")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.name in gain.ARMS or "/" in args.name or args.name.startswith("."):
+        raise SystemExit(f"--name must be a new folder name, not {args.name!r}")
+    seed_dir = args.seed_dir
+    config = variant_config(seed_dir, args.name, parse_options(args.options))
+    checkpoint = config.out / "final.pt"
+    if not checkpoint.is_file():
+        train(config.updated({"device": args.device}), show_progress=False)
+    data = seed_dir / "data"
+    pred = predict_arms(_Plan(seed_dir, args.device), data, {args.name: checkpoint}, "none", print)[args.name]
+    variant_csv = seed_dir / "eval" / run_folder("none") / f"{args.name}.csv"
+    organs = tuple(json.loads((seed_dir / "demo_plan.json").read_text())["target_organs"])
+    evaluate_arm(pred, data, organs, variant_csv)
+    table = compare(seed_dir, args.name, variant_csv)
+    with atomic_path(seed_dir / f"variant_{args.name}.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    print(f"{seed_dir}: {args.name} ({' '.join(args.options)}) vs the seed's arms, test CTs, no TTA (points)")
+    shown = table.copy()
+    numeric = shown.columns.drop(["organ", "metric"])
+    shown[numeric] = (100 * shown[numeric]).round(1)
+    print(shown.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
