@@ -50,8 +50,9 @@ def darkness_rank(image: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         group: (B, X, Y, Z) bool or {0, 1}, the voxels of the reported group (not dilated).
 
     Returns:
-        (B, X, Y, Z) float32 in [0, 1]: 1 at the darkest group voxel, 0 at the brightest (ties by position); a
-        one-voxel group gets 1; a sample without group voxels is all 0.
+        (B, X, Y, Z) float32 in [0, 1]: 1 at the darkest group voxel, 0 at the brightest; tied intensities (integer
+        HU) share their mean rank, so a flat organ has no preferred place; a one-voxel group gets 1; a sample
+        without group voxels is all 0.
     """
     if image.shape != group.shape or image.dim() != 4:
         raise ValueError(f"image and group must both be (B, X, Y, Z), got {tuple(image.shape)} and {tuple(group.shape)}")
@@ -62,10 +63,10 @@ def darkness_rank(image: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         n = index.numel()
         if n == 0:
             continue
-        order = torch.argsort(image[b].flatten()[index].float(), stable=True)  # darkest first
-        darkness = torch.empty(n, dtype=torch.float32, device=image.device)
-        darkness[order] = 1.0 - torch.arange(n, device=image.device, dtype=torch.float32) / max(n - 1, 1)
-        rank[b].view(-1)[index] = darkness
+        _, inverse, counts = torch.unique(image[b].flatten()[index].float(), return_inverse=True, return_counts=True)
+        first = torch.cumsum(counts, 0) - counts  # rank of each distinct value's first voxel, darkest value first
+        mean_rank = first.float() + (counts.float() - 1.0) / 2.0  # tied voxels share their mean rank
+        rank[b].view(-1)[index] = 1.0 - mean_rank[inverse] / max(n - 1, 1)
     return rank
 
 
