@@ -41,6 +41,9 @@ def test_linked_subsegments_form_one_group_with_summed_volume():
     assert body_tail.volumes_mm3[0] > body_tail.volumes_mm3[1]  # largest first
     assert body_tail.diameters_mm == (20.0, 11.0)
     assert set(sup.unknown["pancreatic_lesion"]) == {"pancreas_head", "pancreas_body", "pancreas_tail"}
+    assert not body_tail.hypoattenuating  # one of its two tumors is not called hypoattenuating
+    (dark,) = _sup([Lesion(organ="kidney", location=["left"], size_mm=[8], attenuation="hypo")]).groups
+    assert dark.hypoattenuating
 
 
 def test_unknown_size_or_multiple_or_unlocated_rules():
@@ -138,6 +141,8 @@ def test_report_sample_unknown_region_volumes(report_data, seed):
     expected = {"pancreatic_lesion": volume_from_diameters([11, 10]), "kidney_lesion": volume_from_diameters([8])}
     assert sample["tumor_volumes_mm3"].sum().item() == pytest.approx(expected[choice["lesion_class"]], rel=1e-5)
     assert sample["tumor_volumes_mm3"].shape == (16,)
+    # The blind start's flag: r_multi's pancreatic tumor is reported hypoattenuating, its kidney tumor is not.
+    assert sample["tumor_hypoattenuating"] == (choice["lesion_class"] == "pancreatic_lesion") == choice["hypoattenuating"]
 
 
 def test_healthy_report_case_has_known_negative_lesions(report_data):
