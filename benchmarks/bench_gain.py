@@ -289,6 +289,17 @@ def evaluate_arm(pred_dir: Path, data: Path, organs: tuple[str, ...], out_csv: P
     return table
 
 
+def checkpoint_cases(plan: DemoPlan, name: str, checkpoint: Path, split: str = "test") -> pd.DataFrame:
+    """The per-case rows (as ``evaluate_arm``) of any checkpoint on the seed's ``split`` CTs without TTA, predicted
+    once into ``predictions/<run_folder>/<name>`` and cached in ``eval/<run_folder>/<name>.csv``."""
+    folder = run_folder("none", split)
+    cached = plan.out / "eval" / folder / f"{name}.csv"
+    pred = plan.out / "predictions" / folder / name
+    if not cached.is_file():
+        pred = predict_arms(plan, plan.out / "data", {name: checkpoint}, "none", print, split=split)[name]
+    return evaluate_arm(pred, plan.out / "data", tuple(plan.target_organs), cached, split=split)
+
+
 def organ_cases(per_case: pd.DataFrame, organs: tuple[str, ...]) -> dict[str, gain.OrganCases]:
     sides = paired_organs(organs)
     return {organ: gain.OrganCases.from_frame(per_case, organ, sides=sides.get(organ, ())) for organ in organs}

@@ -18,27 +18,20 @@ Example (the blind start of the Ball Loss on a bench_gain demo seed; ~45 min on 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 import yaml
-from bench_gain import evaluate_arm, paired_organs, predict_arms, run_folder
+from bench_gain import checkpoint_cases, paired_organs, run_folder  # this folder is on sys.path when the script runs
 
 from rsuper.atomic import atomic_path
 from rsuper.config import TrainConfig
+from rsuper.demo import DemoPlan
 from rsuper.evaluate import gain
 from rsuper.train.trainer import train
 
 METRICS = ("auroc_volume", "dsc_tumor", "f1", "sensitivity_left", "sensitivity_right", "healthy_call_left",
            "healthy_call_right")
-
-
-class _Plan:
-    """The two fields of a bench_gain DemoPlan that ``predict_arms`` reads."""
-
-    def __init__(self, out: Path, device: str) -> None:
-        self.out, self.device = out, device
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
@@ -60,10 +53,10 @@ def variant_config(seed_dir: Path, name: str, options: dict[str, object]) -> Tra
     return config.updated({"out": seed_dir / "runs" / name})
 
 
-def compare(seed_dir: Path, name: str, variant_csv: Path) -> pd.DataFrame:
+def compare(seed_dir: Path, name: str, variant_cases: pd.DataFrame) -> pd.DataFrame:
     """Per organ and metric: the seed's arms, the variant, and variant - R-Super (no TTA, test CTs)."""
     per_case = pd.read_csv(seed_dir / f"per_case_{run_folder('none')}.csv")
-    per_case = pd.concat([per_case, pd.read_csv(variant_csv).assign(arm=name)], ignore_index=True)
+    per_case = pd.concat([per_case, variant_cases.assign(arm=name)], ignore_index=True)
     organs = tuple(per_case["organ"].drop_duplicates())
     sides = paired_organs(organs)
     arms = (*gain.ARMS, name)
@@ -95,12 +88,9 @@ def main() -> None:
     checkpoint = config.out / "final.pt"
     if not checkpoint.is_file():
         train(config.updated({"device": args.device}), show_progress=False)
-    data = seed_dir / "data"
-    pred = predict_arms(_Plan(seed_dir, args.device), data, {args.name: checkpoint}, "none", print)[args.name]
-    variant_csv = seed_dir / "eval" / run_folder("none") / f"{args.name}.csv"
-    organs = tuple(json.loads((seed_dir / "demo_plan.json").read_text())["target_organs"])
-    evaluate_arm(pred, data, organs, variant_csv)
-    table = compare(seed_dir, args.name, variant_csv)
+    plan = DemoPlan.load(seed_dir / "demo_plan.json")
+    plan.device = args.device
+    table = compare(seed_dir, args.name, checkpoint_cases(plan, args.name, checkpoint))
     with atomic_path(seed_dir / f"variant_{args.name}.csv") as tmp:
         table.to_csv(tmp, index=False)
     print(f"{seed_dir}: {args.name} ({' '.join(args.options)}) vs the seed's arms, test CTs, no TTA (points)")

@@ -11,10 +11,10 @@ CTs and the share found; and per (name, organ) the CT-level AUROC of the predict
 already evaluated there (``per_case_none.csv``) can be added by name.
 
 Example:
-    python benchmarks/bench_stage1_phases.py gain_demo/demo/seed41 --checkpoint stage1=gain_demo/demo/seed41/runs/stage1/final.pt \\
+    python benchmarks/bench_phase_calls.py gain_demo/demo/seed41 --checkpoint stage1=gain_demo/demo/seed41/runs/stage1/final.pt \\
         --checkpoint C=sideC/demo41/run_x/final.pt --arm masks-only --arm R-Super --out phases_seed41.csv
     do the arms fit their own training negatives (the report CTs)?
-    python benchmarks/bench_stage1_phases.py gain_demo/demo/seed41 --split reports --arm masks-only --arm R-Super \\
+    python benchmarks/bench_phase_calls.py gain_demo/demo/seed41 --split reports --arm masks-only --arm R-Super \\
         --arm all-masks --out fit_seed41.csv
 """
 
@@ -26,20 +26,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 from bench_demo_phases import phases  # this folder is on sys.path when the script runs
-from bench_gain import evaluate_arm, predict_arms, run_folder
+from bench_gain import checkpoint_cases
 
 from rsuper.demo import DemoPlan
 from rsuper.evaluate.detection import auroc
-
-
-def per_case(plan: DemoPlan, name: str, checkpoint: Path, split: str = "test") -> pd.DataFrame:
-    """bench_gain's per-case rows of ``checkpoint`` on the seed's ``split`` CTs (no TTA), predicted once."""
-    folder = run_folder("none", split)
-    cached = plan.out / "eval" / folder / f"{name}.csv"
-    pred = plan.out / "predictions" / folder / name
-    if not cached.is_file():
-        pred = predict_arms(plan, plan.out / "data", {name: checkpoint}, "none", print, split=split)[name]
-    return evaluate_arm(pred, plan.out / "data", tuple(plan.target_organs), cached, split=split)
 
 
 def phase_table(table: pd.DataFrame, threshold_mm3: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -75,7 +65,7 @@ def main() -> None:
     checkpoints = [item.split("=", 1) for item in args.checkpoint]
     if args.split != "test":
         checkpoints += [(arm, str(args.seed_dir / "runs" / arm / "final.pt")) for arm in args.arm]
-    tables = [per_case(plan, name, Path(ckpt), args.split).assign(name=name) for name, ckpt in checkpoints]
+    tables = [checkpoint_cases(plan, name, Path(ckpt), args.split).assign(name=name) for name, ckpt in checkpoints]
     if args.arm and args.split == "test":
         gain_rows = pd.read_csv(args.seed_dir / "per_case_none.csv")
         tables += [gain_rows[gain_rows["arm"] == arm].assign(name=arm) for arm in args.arm]
