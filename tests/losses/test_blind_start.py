@@ -129,3 +129,25 @@ def test_report_supervised_loss_asks_for_the_blind_start_keys() -> None:
     assert torch.isfinite(out["total"])
     with pytest.raises(ValueError, match="blind_floor"):
         BallLossOptions(blind_floor=1.5)
+
+
+def test_blind_weight_scales_only_the_samples_darkness_placed() -> None:
+    image, group, _ = _phantom()
+    region = torch.zeros((2, 1, *SHAPE))
+    region[:, 0] = group.float()
+    known = known_mask(torch.zeros_like(region), SPACING)
+    sizes = (torch.tensor([[DIAMETER_MM]] * 2), torch.tensor([[math.pi * DIAMETER_MM**3 / 6]] * 2))
+    logits = torch.full((2, 1, *SHAPE), -4.0)
+    logits[0, 0, 10:14, 10:14, 6:9] = 3.0  # sample 0 sees a tumor, sample 1 is blind (and hypoattenuating)
+    images = torch.stack([image, image])[:, None]
+
+    def loss(index: slice, weight: float) -> float:
+        return float(ball_loss_in_region(logits[index], report_region(region[index], SPACING), known[index],
+                                         sizes[0][index], sizes[1][index], SPACING, blind_floor=0.5,
+                                         image=images[index], hypoattenuating=torch.tensor([True, True])[index],
+                                         blind_weight=weight))
+
+    seeing, blind = slice(0, 1), slice(1, 2)
+    assert loss(seeing, 10.0) == pytest.approx(loss(seeing, 1.0))
+    assert loss(blind, 10.0) == pytest.approx(10 * loss(blind, 1.0))
+    assert loss(slice(0, 2), 10.0) == pytest.approx((loss(seeing, 1.0) + 10 * loss(blind, 1.0)) / 2)

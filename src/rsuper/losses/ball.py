@@ -220,6 +220,7 @@ def ball_loss_in_region(
     blind_floor: float | None = None,
     image: torch.Tensor | None = None,
     hypoattenuating: torch.Tensor | None = None,
+    blind_weight: float = 1.0,
 ) -> torch.Tensor:
     """Ball Loss for a precomputed :class:`ReportRegion` and known mask ``known`` (B, C, X, Y, Z).
 
@@ -227,18 +228,19 @@ def ball_loss_in_region(
     Per sample without a region, only when ``lesion_channels`` is given: mean BCE toward 0 over the known
     voxels of those channels (excluding ``target`` positives when ``target`` is given).
     ``blind_floor`` (with ``image`` (B, 1, X, Y, Z) and ``hypoattenuating`` (B,) bool): the blind start of
-    :mod:`rsuper.losses.blind_start`; ``None``: the paper's search everywhere.
+    :mod:`rsuper.losses.blind_start`; ``None``: the paper's search everywhere. ``blind_weight`` multiplies the
+    loss of the samples whose balls darkness placed (in the mean over the contributing samples).
     Returns the mean over the contributing samples (0, attached to the graph, when none contributes).
     """
     z_all = logits.float()
     z = select_channel(z_all, region.channel)
     p = torch.sigmoid(z)
-    search, skip = None, torch.zeros_like(region.has_region)
+    search, skip, dark = None, torch.zeros_like(region.has_region), torch.zeros_like(region.has_region)
     if blind_floor is not None:
         if image is None or hypoattenuating is None:
             raise ValueError("the blind start (blind_floor) needs the image patch and the hypoattenuating flags")
         start = blind_start(p.detach(), region.dilated, region.group, image[:, 0], hypoattenuating, blind_floor)
-        search, skip = start.search, start.skip
+        search, skip, dark = start.search, start.skip, start.dark
     labels = ball_pseudo_labels(
         p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin=margin, volume_mode=volume_mode,
         border_dilation_mm=border_dilation_mm, search=search,
@@ -257,6 +259,7 @@ def ball_loss_in_region(
     dice = 1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH)
     has_pos = posf.flatten(1).sum(dim=1) > 0
     per_sample = bce_sum / count.clamp(min=1.0) + torch.where(has_pos, dice, torch.zeros_like(dice))
+    per_sample = per_sample * torch.where(dark, blind_weight, 1.0)
     contributes = region.has_region & (count > 0) & ~skip
 
     if lesion_channels:

@@ -10,6 +10,9 @@ R is below ``floor``, then
   darkness (1 at the darkest group voxel, 0 at the brightest, 0 outside the group) instead of by probability;
 - otherwise the sample gets no Ball Loss (nothing tells where to put the ball).
 
+The Ball Loss of a sample placed by darkness can be weighted up (``blind_weight``): at the paper's λ = 0.1 even
+right pseudo-labels barely move a blind channel (BENCHMARKS.md).
+
 Where the channel sees something (max p >= floor) the search is the paper's. Darkness ranks do not depend on
 the CT window, the normalisation or the intensity augmentation.
 
@@ -39,6 +42,11 @@ class BlindStart:
     blind: torch.Tensor
     search: torch.Tensor
     skip: torch.Tensor
+
+    @property
+    def dark(self) -> torch.Tensor:
+        """(B,) bool, blind samples whose balls darkness places."""
+        return self.blind & ~self.skip
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ class BallLossOptions:
         blind_floor: the blind start of :mod:`rsuper.losses.blind_start` (not in the paper): below this maximum
             probability inside R the search ranks darkness (hypoattenuating reports) or the sample is skipped;
             ``None`` (default): the paper's search everywhere.
+        blind_weight: multiplier of the Ball Loss of the samples that darkness placed (with ``blind_floor``).
     """
 
     margin: float = 0.2
@@ -46,6 +47,7 @@ class BallLossOptions:
     weight: float = 1.0
     border_dilation_mm: float = BORDER_DILATION_MM
     blind_floor: float | None = None
+    blind_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.volume_mode not in ("report", "rsuper_code"):
@@ -54,6 +56,8 @@ class BallLossOptions:
             raise ValueError(f"margin must be in [0, 1) and weight >= 0, got {self.margin}, {self.weight}")
         if self.blind_floor is not None and not 0 < self.blind_floor <= 1:
             raise ValueError(f"blind_floor must be in (0, 1] or None, got {self.blind_floor}")
+        if self.blind_weight < 0:
+            raise ValueError(f"blind_weight must be >= 0, got {self.blind_weight}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class ReportSupervisedLoss(nn.Module):
                 margin=self.ball.margin, volume_mode=self.ball.volume_mode, rank_weighted=self.ball.rank_weighted,
                 border_dilation_mm=self.ball.border_dilation_mm, lesion_channels=self.lesion_channels, target=label,
                 blind_floor=self.ball.blind_floor, image=batch.get("image"),
-                hypoattenuating=batch.get("tumor_hypoattenuating"),
+                hypoattenuating=batch.get("tumor_hypoattenuating"), blind_weight=self.ball.blind_weight,
             )
             losses["volume"] = volume_loss_in_region(
                 aux_logits, dilated, volumes, self.spacing_mm, tolerance=self.volume.tolerance, e_mm3=self.volume.e_mm3
