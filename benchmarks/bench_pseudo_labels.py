@@ -5,11 +5,7 @@ checkpoint predicts the cached CT (sliding window at the training patch size, as
 Ball Loss pseudo-labels are built exactly as in training (region = the tumor's true sub-segments, R =
 region dilated 15 mm, the reported diameter and volume), and the precision is the share of pseudo-positive
 voxels inside a true tumor of that organ. The "darkest ball" row uses the negated CT instead of the
-network (inside the region only): how visible the tumors are by intensity alone. The "blind_start" row is what
-``loss.ball.blind_floor`` (default 0.5 here) makes of the network's pseudo-labels at the start of stage 2: the
-network's where it sees something inside R, the darkest group voxels where it is blind and the report
-(``extract/tumors.csv``: every tumor of that organ in the case called hypo) says hypoattenuating, none (NaN) where
-blind otherwise; ``blind`` = the share of tumors whose channel is blind inside R.
+network (inside the region only): how visible the tumors are by intensity alone.
 
 A stage-1 model whose precision is low makes the Ball Loss teach false positives (the network learns to
 "hedge"); this is the number to check before trusting stage 2 on new data.
@@ -32,7 +28,6 @@ from monai.inferers import sliding_window_inference
 from rsuper.data.preprocess import load_cached_case
 from rsuper.infer.predict import infer_logits_fn
 from rsuper.losses.ball import ball_pseudo_labels
-from rsuper.losses.blind_start import blind_start
 from rsuper.losses.region import report_region
 from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
 from rsuper.reports.schema import volume_from_diameters
@@ -55,15 +50,7 @@ def _precision(score: torch.Tensor, region: np.ndarray, lesion: np.ndarray, diam
     return float((positive & lesion).sum() / max(positive.sum(), 1))
 
 
-def _hypo_reports(root: Path) -> set[tuple[str, str]]:
-    """(case, organ) pairs whose extracted report calls every tumor of that organ hypoattenuating."""
-    facts = pd.read_csv(root / "extract" / "tumors.csv")
-    facts = facts[facts["Standardized Organ"].notna()]
-    hypo = facts.groupby(["BDMAP ID", "Standardized Organ"])["Tumor Attenuation"].agg(lambda a: bool((a == "hypo").all()))
-    return {key for key, value in hypo.items() if value}
-
-
-def measure(checkpoint: Path, root: Path, blind_floor: float = 0.5) -> pd.DataFrame:
+def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
     """One row per true report-split tumor: organ, location, diameter (mm), the network's highest probability
     inside the case's lesion mask of that organ (the tumor itself for the pancreas, at most one per case; all the
     organ's tumors for kidney and liver), and the pseudo-label precision of the network and of darkness."""
@@ -71,7 +58,6 @@ def measure(checkpoint: Path, root: Path, blind_floor: float = 0.5) -> pd.DataFr
     model = model_from_checkpoint(payload, use_ema=True).eval()
     names, patch = payload["class_names"], tuple(payload["patch_size"])
     truth = pd.read_csv(root / "data" / "gold" / "tumors_truth.csv")
-    hypo_reports = _hypo_reports(root)
     rows = []
     for case, tumors in truth[truth["split"] == "reports"].groupby("BDMAP ID"):
         cached = load_cached_case(root / "cache", case)
@@ -88,20 +74,11 @@ def measure(checkpoint: Path, root: Path, blind_floor: float = 0.5) -> pd.DataFr
             dark = torch.from_numpy(-np.asarray(cached.image, dtype=np.float32))
             dark = (dark - dark[torch.from_numpy(region)].min() + 1e-3) * torch.from_numpy(region)
             channel = prob[names.index(tumor["lesion class"])]
-            region_t = torch.from_numpy(region)
-            dilated = report_region(region_t[None, None].float(), cached.spacing_mm).dilated
-            hypo = (case, tumor["organ"]) in hypo_reports
-            start = blind_start(channel[None], dilated, region_t[None], torch.from_numpy(np.asarray(cached.image))[None],
-                                torch.tensor([hypo]), blind_floor)
-            blind = bool(start.blind[0])
             rows.append({
                 "case": case, "organ": tumor["organ"], "location": tumor["location"], "diameter_mm": diameters[0],
                 "max_p_in_lesion_mask": float(channel[torch.from_numpy(lesion)].max()),
                 "network": _precision(channel, region, lesion, diameters, cached.spacing_mm),
                 "darkest_ball": _precision(dark, region, lesion, diameters, cached.spacing_mm),
-                "blind": float(blind), "hypo": hypo,
-                "blind_start": float("nan") if bool(start.skip[0]) else
-                _precision(start.search[0], region, lesion, diameters, cached.spacing_mm),
             })
     return pd.DataFrame(rows)
 
@@ -111,12 +88,11 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("demo_dir", type=Path, help="a `rsuper demo --out` folder (data/, cache/)")
     parser.add_argument("--per-tumor", action="store_true", help="also print one row per tumor")
-    parser.add_argument("--blind-floor", type=float, default=0.5, help="the blind start's floor (loss.ball.blind_floor)")
     args = parser.parse_args()
-    table = measure(args.checkpoint, args.demo_dir, args.blind_floor)
+    table = measure(args.checkpoint, args.demo_dir)
     if args.per_tumor:
         print(table.round(3).to_string())
-    summary = table.groupby("organ")[["network", "darkest_ball", "blind_start", "blind"]].agg(["mean", "count"]).round(3)
+    summary = table.groupby("organ")[["network", "darkest_ball"]].agg(["mean", "count"]).round(3)
     print(f"Ball Loss pseudo-label precision of {args.checkpoint} on {args.demo_dir} report CTs")
     print(summary.to_string())
 

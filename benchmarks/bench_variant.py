@@ -9,10 +9,10 @@ Output: a table per organ (AUROC of the predicted volume, DSC on tumor CTs, F1 a
 per-side kidney numbers) with the variant minus R-Super, printed and written to ``variant_<name>.csv`` in the
 seed folder.
 
-Example (the blind start of the Ball Loss on a bench_gain demo seed; ~45 min on 1 CPU thread, ~10 min alone at
-2 threads is not measured):
-    PYTHONPATH=src:benchmarks python benchmarks/bench_variant.py gain_out/demo/seed43 --name blind-start \\
-        --set loss.ball.blind_floor=0.5
+Example (rank-weighted Ball Loss positives on a bench_gain demo seed; measured 2026-12-05 on the 2-core CPU box,
+two variants side by side at 1 thread each: ~14 min of training and ~2 min of prediction per variant):
+    PYTHONPATH=src:benchmarks python benchmarks/bench_variant.py gain_out/demo/seed43 --name rank-weighted \\
+        --set loss.ball.rank_weighted=true
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects key=value (e.g. loss.ball.blind_floor=0.5), got {pair!r}")
+            raise SystemExit(f"--set expects key=value (e.g. loss.ball.rank_weighted=true), got {pair!r}")
         options[key] = yaml.safe_load(value)
     return options
 
@@ -76,9 +76,9 @@ def compare(seed_dir: Path, name: str, variant_cases: pd.DataFrame) -> pd.DataFr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
-    parser.add_argument("--name", required=True, help="the variant arm's folder name, e.g. blind-start")
+    parser.add_argument("--name", required=True, help="the variant arm's folder name, e.g. rank-weighted")
     parser.add_argument("--set", dest="options", nargs="+", required=True, metavar="KEY=VALUE",
-                        help="TrainConfig options of the variant (dotted paths), e.g. loss.ball.blind_floor=0.5")
+                        help="TrainConfig options of the variant (dotted paths), e.g. loss.ball.rank_weighted=true")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.name in gain.ARMS or "/" in args.name or args.name.startswith("."):

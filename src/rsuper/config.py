@@ -134,14 +134,6 @@ class BallConfig(_Group):
     )
     rank_weighted: bool = Field(False, description="rank-weighted BCE on the Ball Loss positives")
     weight: float = Field(1.0, ge=0, description="multiplier of the Ball Loss inside lambda (0 = ablate it)")
-    blind_floor: float | None = Field(
-        None, gt=0, le=1,
-        description="blind start (not in the paper): where the lesion channel's max probability inside the report "
-        "region is below this, search the darkest ball (hypoattenuating reports) or skip the sample; null = off",
-    )
-    blind_weight: float = Field(
-        1.0, ge=0, description="multiplier of the Ball Loss of samples whose balls the blind start placed by darkness"
-    )
 
 
 class LossConfig(_Group):

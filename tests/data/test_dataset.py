@@ -41,9 +41,6 @@ def test_linked_subsegments_form_one_group_with_summed_volume():
     assert body_tail.volumes_mm3[0] > body_tail.volumes_mm3[1]  # largest first
     assert body_tail.diameters_mm == (20.0, 11.0)
     assert set(sup.unknown["pancreatic_lesion"]) == {"pancreas_head", "pancreas_body", "pancreas_tail"}
-    assert not body_tail.hypoattenuating  # one of its two tumors is not called hypoattenuating
-    (dark,) = _sup([Lesion(organ="kidney", location=["left"], size_mm=[8], attenuation="hypo")]).groups
-    assert dark.hypoattenuating
 
 
 def test_unknown_size_or_multiple_or_unlocated_rules():
@@ -141,8 +138,6 @@ def test_report_sample_unknown_region_volumes(report_data, seed):
     expected = {"pancreatic_lesion": volume_from_diameters([11, 10]), "kidney_lesion": volume_from_diameters([8])}
     assert sample["tumor_volumes_mm3"].sum().item() == pytest.approx(expected[choice["lesion_class"]], rel=1e-5)
     assert sample["tumor_volumes_mm3"].shape == (16,)
-    # The blind start's flag: r_multi's pancreatic tumor is reported hypoattenuating, its kidney tumor is not.
-    assert sample["tumor_hypoattenuating"] == (choice["lesion_class"] == "pancreatic_lesion") == choice["hypoattenuating"]
 
 
 def test_healthy_report_case_has_known_negative_lesions(report_data):
@@ -282,12 +277,8 @@ def test_crop_choice_json_round_trip_and_older_records():
     choice = CropChoice("c", "group", (1, 2, 3), (32, 32, 32), 0, "pancreatic_lesion", ("pancreas_body",), (600.0,),
                         (11.0,))
     assert CropChoice.from_json(choice.to_json()) == choice
-    older = {**json.loads(choice.to_json()), "hypoattenuating": [True, False]}  # S11's removed prior: one per tumor
+    older = {**json.loads(choice.to_json()), "hypoattenuating": [True]}  # written before the prior was removed
     assert CropChoice.from_json(json.dumps(older)) == choice
-    older_hypo = {**json.loads(choice.to_json()), "hypoattenuating": [True]}
-    assert CropChoice.from_json(json.dumps(older_hypo)).hypoattenuating is True
-    oldest = {k: v for k, v in json.loads(choice.to_json()).items() if k != "hypoattenuating"}
-    assert CropChoice.from_json(json.dumps(oldest)) == choice
 
 
 def test_whole_kidney_channel_is_the_union_of_the_sides_and_survives_the_mirror(report_data):

@@ -84,7 +84,7 @@ def test_report_loss_options_reach_the_loss(data):
     if not final1.is_file():
         final1 = train(_config(data, "s1"), show_progress=False)
     options = dict(volume_tolerance=0.2, ball_margin=0.1, ball_volume_mode="rsuper_code", ball_rank_weighted=True,
-                   ball_weight=0.0, volume_weight=2.0, **{"loss.ball.blind_floor": 0.5})
+                   ball_weight=0.0, volume_weight=2.0)
     cfg = _config(data, "s2_options", stage=2, init=final1, tumors=data / "tumors.csv", **options)
     loss_fn = Trainer(cfg, DistributedContext()).loss_fn
     train(cfg.updated({"steps": 4}), show_progress=False)
@@ -93,7 +93,6 @@ def test_report_loss_options_reach_the_loss(data):
     assert (loss_fn.volume.tolerance, loss_fn.ball.margin) == (0.2, 0.1)
     assert (loss_fn.ball.volume_mode, loss_fn.ball.rank_weighted) == ("rsuper_code", True)
     assert (loss_fn.ball.weight, loss_fn.volume.weight, loss_fn.report_weight) == (0.0, 2.0, 0.1)
-    assert loss_fn.ball.blind_floor == 0.5  # the trainer then hands the loss the image and the hypoattenuating flags
     with pytest.raises(ValueError, match="ball_volume_mode"):
         _config(data, "bad", ball_volume_mode="sphere")
 

@@ -8,8 +8,7 @@ with a fixed mask:report mix, different per DDP rank.
 
 A sample is a dict:
     image (1, X, Y, Z) float32 normalised CT; label, unknown, region (C, X, Y, Z) uint8 (the trainer casts
-    them to float); tumor_volumes_mm3, tumor_diameters_mm (T,) float32, 0-padded, largest first;
-    tumor_hypoattenuating bool (the report calls every tumor of the region's group hypoattenuating); is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
+    them to float); tumor_volumes_mm3, tumor_diameters_mm (T,) float32, 0-padded, largest first; is_report bool; case_id str; choice: the ``CropChoice`` as JSON (+ "augmented": rotation/zoom applied, "mirrored": left-right mirrored).
 
 Example:
     >>> mask_cases, report_cases, skipped = collect_training_cases([mask_cache, report_cache], findings, classes,
@@ -191,7 +190,6 @@ class TrainingDataset(Dataset):
             "region": region,
             "tumor_volumes_mm3": torch.from_numpy(volumes),
             "tumor_diameters_mm": torch.from_numpy(diameters),
-            "tumor_hypoattenuating": choice.hypoattenuating,
             "is_report": bool(case.is_report),
             "case_id": case.case_id,
             "choice": json.dumps({**json.loads(choice.to_json()), "augmented": augmented, "mirrored": mirrored}),

@@ -43,7 +43,6 @@ class TumorGroup:
         organ_level: True when the group is the whole organ (location unknown).
         volumes_mm3: reported volumes of its tumors, largest first (0 when unknown).
         diameters_mm: largest reported diameter of each tumor, same order (0 when unknown).
-        hypoattenuating: the report calls every tumor of the group hypoattenuating (hypodense, low attenuation).
         usable: whether the group may be chosen as a training region.
         reason: why it is not usable ("" when usable).
     """
@@ -56,7 +55,6 @@ class TumorGroup:
     diameters_mm: tuple[float, ...]
     usable: bool
     reason: str = ""
-    hypoattenuating: bool = False
 
     @property
     def total_volume_mm3(self) -> float:
@@ -125,7 +123,6 @@ def _make_group(
         diameters_mm=tuple(s[1] for s in known),
         usable=not reason,
         reason=reason,
-        hypoattenuating=bool(lesions) and all(getattr(lesion, "attenuation", "u") == "hypo" for lesion in lesions),
     )
 
 

@@ -54,7 +54,6 @@ class CropChoice:
         group: index into ``ReportSupervision.groups`` (None without a region).
         lesion_class / group_classes: the region's lesion channel and mask classes.
         volumes_mm3 / diameters_mm: the group's reported tumors, largest first.
-        hypoattenuating: the report calls every tumor of the group hypoattenuating.
     """
 
     case_id: str
@@ -66,7 +65,6 @@ class CropChoice:
     group_classes: tuple[str, ...] = ()
     volumes_mm3: tuple[float, ...] = ()
     diameters_mm: tuple[float, ...] = ()
-    hypoattenuating: bool = False
 
     def to_json(self) -> str:
         """JSON text of the choice (stored in each sample)."""
@@ -76,8 +74,7 @@ class CropChoice:
     def from_json(cls, text: str) -> CropChoice:
         """Inverse of ``to_json``."""
         data = json.loads(text)
-        if isinstance(data.get("hypoattenuating"), list):  # one flag per tumor in rsuper's removed prior (S11)
-            data["hypoattenuating"] = bool(data["hypoattenuating"]) and all(data["hypoattenuating"])
+        data.pop("hypoattenuating", None)  # recorded by rsuper before the hypoattenuation prior was removed
         for key in ("start", "size", "group_classes", "volumes_mm3", "diameters_mm"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
@@ -238,7 +235,6 @@ def choose_report_crop(
             group_classes=group.mask_classes,
             volumes_mm3=group.volumes_mm3,
             diameters_mm=group.diameters_mm,
-            hypoattenuating=group.hypoattenuating,
         )
     return choose_mask_crop(rng, case_id, index, shape, size_t, tumor_classes=(), organ_classes=organ_classes,
                             probs={"organ": 0.5, "random": 0.5})

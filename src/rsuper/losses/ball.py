@@ -20,10 +20,6 @@ Pseudo-labels (constants, recomputed every step under ``torch.no_grad``), per sa
 
 Positives are restricted to R (docs/method.md: every reported tumor of the group lies inside it), which
 guarantees that unknown voxels outside R are never supervised.
-
-Beyond METHOD.md (``blind_floor``, off by default): where the lesion channel is blind inside R (max q below the
-floor), the search of steps 2a and 2c ranks the group's darkness instead of q for hypoattenuating reports, and
-other blind samples get no Ball Loss (:mod:`rsuper.losses.blind_start`).
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsuper.losses.blind_start import blind_start
 from rsuper.losses.geometry import (
     Spacing,
     ball_voxel_count,
@@ -110,7 +105,6 @@ def ball_pseudo_labels(
     margin: float = 0.2,
     volume_mode: VolumeMode = "report",
     border_dilation_mm: float = BORDER_DILATION_MM,
-    search: torch.Tensor | None = None,
 ) -> BallPseudoLabels:
     """Build the Ball Loss pseudo-labels (steps 1-3 of the module docstring).
 
@@ -123,11 +117,7 @@ def ball_pseudo_labels(
         margin: m, relative margin of the enlarged ball and of the positive / extended sets.
         volume_mode: ``"report"`` (N = reported volume) or ``"rsuper_code"`` (N = max(N, |ball(D)| - 1)).
         border_dilation_mm: dilation of the extended set that defines Bg, mm.
-        search: optional (B, X, Y, Z) field that steps 2a and 2c rank instead of ``prob`` (the blind start of
-            :mod:`rsuper.losses.blind_start`); ``None``: ``prob``, the paper's search.
     """
-    if search is not None and search.shape != prob.shape:
-        raise ValueError(f"search must have the shape of prob {tuple(prob.shape)}, got {tuple(search.shape)}")
     if volume_mode not in ("report", "rsuper_code"):
         raise ValueError(f"volume_mode must be 'report' or 'rsuper_code', got {volume_mode!r}")
     spacing = check_spacing(spacing_mm)
@@ -142,7 +132,7 @@ def ball_pseudo_labels(
         tumors = _tumor_order(volumes_mm3[b], diameters_mm[b])
         if box is None or not tumors:
             continue
-        q = (prob if search is None else search)[b].float() * inside[b]
+        q = prob[b].float() * inside[b]
         available = inside[b].clone()
         for volume, diameter in tumors:
             ball = ellipsoid_kernel(diameter, spacing, q.device)
@@ -217,33 +207,20 @@ def ball_loss_in_region(
     border_dilation_mm: float = BORDER_DILATION_MM,
     lesion_channels: Sequence[int] | None = None,
     target: torch.Tensor | None = None,
-    blind_floor: float | None = None,
-    image: torch.Tensor | None = None,
-    hypoattenuating: torch.Tensor | None = None,
-    blind_weight: float = 1.0,
 ) -> torch.Tensor:
     """Ball Loss for a precomputed :class:`ReportRegion` and known mask ``known`` (B, C, X, Y, Z).
 
     Per sample with a region: mean BCE over P and Pi minus Bg, + Dice over Pi (when P is non-empty).
     Per sample without a region, only when ``lesion_channels`` is given: mean BCE toward 0 over the known
     voxels of those channels (excluding ``target`` positives when ``target`` is given).
-    ``blind_floor`` (with ``image`` (B, 1, X, Y, Z) and ``hypoattenuating`` (B,) bool): the blind start of
-    :mod:`rsuper.losses.blind_start`; ``None``: the paper's search everywhere. ``blind_weight`` multiplies the
-    loss of the samples whose balls darkness placed (in the mean over the contributing samples).
     Returns the mean over the contributing samples (0, attached to the graph, when none contributes).
     """
     z_all = logits.float()
     z = select_channel(z_all, region.channel)
     p = torch.sigmoid(z)
-    search, skip, dark = None, torch.zeros_like(region.has_region), torch.zeros_like(region.has_region)
-    if blind_floor is not None:
-        if image is None or hypoattenuating is None:
-            raise ValueError("the blind start (blind_floor) needs the image patch and the hypoattenuating flags")
-        start = blind_start(p.detach(), region.dilated, region.group, image[:, 0], hypoattenuating, blind_floor)
-        search, skip, dark = start.search, start.skip, start.dark
     labels = ball_pseudo_labels(
         p.detach(), region.dilated, diameters_mm, volumes_mm3, spacing_mm, margin=margin, volume_mode=volume_mode,
-        border_dilation_mm=border_dilation_mm, search=search,
+        border_dilation_mm=border_dilation_mm,
     )
     pos = labels.positive
     supervised = pos | (select_channel(known, region.channel) > 0.5) | (region.dilated > 0.5)
@@ -259,8 +236,7 @@ def ball_loss_in_region(
     dice = 1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH)
     has_pos = posf.flatten(1).sum(dim=1) > 0
     per_sample = bce_sum / count.clamp(min=1.0) + torch.where(has_pos, dice, torch.zeros_like(dice))
-    per_sample = per_sample * torch.where(dark, blind_weight, 1.0)
-    contributes = region.has_region & (count > 0) & ~skip
+    contributes = region.has_region & (count > 0)
 
     if lesion_channels:
         channels = list(lesion_channels)

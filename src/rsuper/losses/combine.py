@@ -22,7 +22,6 @@ from rsuper.losses.segmentation import check_same_shape, known_mask, masked_bce_
 from rsuper.losses.volume import VOLUME_E_MM3, volume_loss_in_region
 
 BATCH_KEYS = ("label", "unknown", "region", "tumor_volumes_mm3", "tumor_diameters_mm")
-BLIND_START_KEYS = ("image", "tumor_hypoattenuating")
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,6 @@ class BallLossOptions:
         rank_weighted: rank-weighted BCE on the positives.
         weight: multiplier of the term inside λ (1; 0 ablates it, it is still reported).
         border_dilation_mm: dilation of the extended set that defines the ignored border, mm.
-        blind_floor: the blind start of :mod:`rsuper.losses.blind_start` (not in the paper): below this maximum
-            probability inside R the search ranks darkness (hypoattenuating reports) or the sample is skipped;
-            ``None`` (default): the paper's search everywhere.
-        blind_weight: multiplier of the Ball Loss of the samples that darkness placed (with ``blind_floor``).
     """
 
     margin: float = 0.2
@@ -46,18 +41,12 @@ class BallLossOptions:
     rank_weighted: bool = False
     weight: float = 1.0
     border_dilation_mm: float = BORDER_DILATION_MM
-    blind_floor: float | None = None
-    blind_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.volume_mode not in ("report", "rsuper_code"):
             raise ValueError(f"volume_mode must be 'report' or 'rsuper_code', got {self.volume_mode!r}")
         if not 0 <= self.margin < 1 or self.weight < 0:
             raise ValueError(f"margin must be in [0, 1) and weight >= 0, got {self.margin}, {self.weight}")
-        if self.blind_floor is not None and not 0 < self.blind_floor <= 1:
-            raise ValueError(f"blind_floor must be in (0, 1] or None, got {self.blind_floor}")
-        if self.blind_weight < 0:
-            raise ValueError(f"blind_weight must be >= 0, got {self.blind_weight}")
 
 
 @dataclass(frozen=True)
@@ -95,8 +84,7 @@ class ReportSupervisedLoss(nn.Module):
 
     Call: ``loss_fn(final_logits, aux_logits, batch)`` with logits (B, C, X, Y, Z) (float32 or bfloat16)
     and ``batch`` holding ``label``, ``unknown``, ``region`` (B, C, X, Y, Z) and ``tumor_volumes_mm3``,
-    ``tumor_diameters_mm`` (B, T); with ``ball.blind_floor`` also ``image`` (B, 1, X, Y, Z) and
-    ``tumor_hypoattenuating`` (B,). Returns a dict of scalar float32 tensors ``total``, ``seg_final``,
+    ``tumor_diameters_mm`` (B, T). Returns a dict of scalar float32 tensors ``total``, ``seg_final``,
     ``seg_aux``, ``ball``, ``volume`` (only ``total`` needs ``backward``).
     """
 
@@ -119,10 +107,9 @@ class ReportSupervisedLoss(nn.Module):
     def forward(
         self, final_logits: torch.Tensor, aux_logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        needed = BATCH_KEYS + (BLIND_START_KEYS if self.ball.blind_floor is not None else ())
-        missing = [key for key in needed if key not in batch]
+        missing = [key for key in BATCH_KEYS if key not in batch]
         if missing:
-            raise KeyError(f"batch is missing {missing}; ReportSupervisedLoss needs the keys {list(needed)}")
+            raise KeyError(f"batch is missing {missing}; ReportSupervisedLoss needs the keys {list(BATCH_KEYS)}")
         label, unknown, region = batch["label"], batch["unknown"], batch["region"]
         check_same_shape(final_logits, aux_logits=aux_logits, label=label, unknown=unknown, region=region)
         volumes, diameters = batch["tumor_volumes_mm3"], batch["tumor_diameters_mm"]
@@ -136,8 +123,6 @@ class ReportSupervisedLoss(nn.Module):
                 final_logits, dilated, known, diameters, volumes, self.spacing_mm,
                 margin=self.ball.margin, volume_mode=self.ball.volume_mode, rank_weighted=self.ball.rank_weighted,
                 border_dilation_mm=self.ball.border_dilation_mm, lesion_channels=self.lesion_channels, target=label,
-                blind_floor=self.ball.blind_floor, image=batch.get("image"),
-                hypoattenuating=batch.get("tumor_hypoattenuating"), blind_weight=self.ball.blind_weight,
             )
             losses["volume"] = volume_loss_in_region(
                 aux_logits, dilated, volumes, self.spacing_mm, tolerance=self.volume.tolerance, e_mm3=self.volume.e_mm3

@@ -24,14 +24,12 @@ class ReportRegion:
     Attributes:
         has_region: (B,) bool, True where the sample's ``region`` is non-zero.
         channel: (B,) long, the lesion channel g holding the region (0 where there is none).
-        group: (B, X, Y, Z) bool, the region itself (undilated) in channel g.
         dilated: (B, X, Y, Z) float {0, 1}, R = dilate(region, dilation) in channel g, less the voxels unknown
             because of another group (zeros without region).
     """
 
     has_region: torch.Tensor
     channel: torch.Tensor
-    group: torch.Tensor
     dilated: torch.Tensor
 
 
@@ -66,7 +64,7 @@ def report_region(
         inside = picked > 0.5
         other = (select_channel(unknown, channel) > 0.5) & ~inside
         dilated &= ~(dilate_mm(other, unknown_dilation_mm, spacing_mm) & ~inside)
-    return ReportRegion(has_region=has_region, channel=channel, group=picked > 0.5, dilated=dilated.float())
+    return ReportRegion(has_region=has_region, channel=channel, dilated=dilated.float())
 
 
 def select_channel(tensor: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:

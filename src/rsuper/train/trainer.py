@@ -254,7 +254,6 @@ class Trainer:
         image = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         targets = {k: batch[k].to(self.device, non_blocking=True).float() for k in TARGET_KEYS}
         targets.update({k: batch[k].to(self.device).float() for k in ("tumor_volumes_mm3", "tumor_diameters_mm")})
-        targets.update(image=image, tumor_hypoattenuating=batch["tumor_hypoattenuating"].to(self.device))
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         )
