@@ -23,6 +23,7 @@ OLD_OFF_VALUES = {
     "absence_weight": 0.0, "absence_volume_mm3": 300.0, "absence_min_prob": 0.5, "ball_attenuation_weight": 0.0,
     "organ_shift_hu": 0.0, "organ_shift_prob": 0.5, "lesion_organ_bce": 0.0, "lesion_organ_bce_organs": None,
     "lesion_pooled_dice": False, "ball_min_confidence": 0.0, "ball_region_background": True,
+    "data.augment.organ_shift_prob": 0.0, "data.augment.organ_shift_hu": 150.0,
 }
 
 
@@ -64,7 +65,7 @@ def test_old_flat_run_file_loads_into_the_nested_layout(tmp_path):
 def test_old_demo_checkpoint_config_is_the_demo_config_of_today():
     """The demo's R-Super arm as rsuper 0acd596 stored it in its checkpoints = the arm DemoPlan builds now."""
     stored = yaml.safe_load(FLAT_DEMO_ARM.read_text())
-    assert set(OLD_OFF_VALUES) <= set(stored)
+    assert {k for k in OLD_OFF_VALUES if "." not in k} <= set(stored)
     plan = DemoPlan.default(Path("demo_out"), seed=21)
     today = plan.train_config("R-Super", 2, plan.stage2_steps, Path("demo_out/runs/stage1/final.pt"), 0.5)
     loaded = TrainConfig.from_stored(stored, "final.pt")  # its channels are its own (today's defaults differ)
@@ -99,6 +100,19 @@ def test_removed_options_at_off_are_dropped():
     assert TrainConfig(**OLD_OFF_VALUES) == TrainConfig()
     # A qualifier of a removed option goes with it, whatever its value (it sized an option that was off).
     assert TrainConfig.from_stored({"absence_volume_mm3": 200.0, "organ_shift_prob": 1.0}, "old.pt") == TrainConfig()
+
+
+def test_removed_nested_options_of_a_stored_run_file(tmp_path):
+    """Run files and checkpoints of session 19 hold the contrast-phase augmentation nested under data.augment."""
+    stored = TrainConfig().to_dict()
+    stored["data"]["augment"].update(organ_shift_prob=0.0, organ_shift_hu=150.0)
+    assert TrainConfig.from_stored(stored, "old.pt").to_dict() == TrainConfig().to_dict()
+    assert "organ_shift_hu" in stored["data"]["augment"]  # the caller's mapping is not changed
+    run = _written(tmp_path, "data: {augment: {organ_shift_prob: 0.3, organ_shift_hu: 150.0}}\n")
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig.from_yaml(run)
+    assert caught.value.problems == ["data.augment.organ_shift_prob was removed: not adopted, see BENCHMARKS.md "
+                                     "decisions; delete it from the run file, got 0.3"]
 
 
 def test_removed_option_in_use_is_refused_one_line_each(tmp_path):

@@ -190,6 +190,8 @@ REMOVED_OPTIONS: dict[str, Any] = {
     "lesion_pooled_dice": False,
     "ball_min_confidence": 0.0,
     "ball_region_background": True,
+    "data.augment.organ_shift_prob": 0.0,  # the nested contrast-phase augmentation of session 19 (c1cd5c7)
+    "data.augment.organ_shift_hu": "data.augment.organ_shift_prob",
 }
 
 
@@ -198,14 +200,41 @@ def drop_removed_options(data: Mapping[str, Any], where: str = "the run file") -
     line per such option (see :data:`REMOVED_OPTIONS`)."""
     problems = []
     for key, off in REMOVED_OPTIONS.items():
-        if key not in data or isinstance(off, str):  # a qualifier goes with its option
+        found, value = _removed_value(data, key)
+        if not found or isinstance(off, str):  # a qualifier goes with its option
             continue
-        if data[key] != off:
+        if value != off:
             problems.append(f"{key} was removed: not adopted, see BENCHMARKS.md decisions; delete it from {where}, "
-                            f"got {show_value(data[key])}")
+                            f"got {show_value(value)}")
     if problems:
         raise ValueError("\n".join(problems))
-    return {k: v for k, v in data.items() if k not in REMOVED_OPTIONS}
+    out = {k: v for k, v in data.items() if k not in REMOVED_OPTIONS}
+    for key in (k for k in REMOVED_OPTIONS if "." in k):
+        out = _without_path(out, key.split("."))
+    return out
+
+
+def _removed_value(data: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    """(found, value) of a removed option given flat (``key`` itself) or, for a dotted ``key``, nested."""
+    if key in data:
+        return True, data[key]
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _without_path(data: Mapping[str, Any], path: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` without the nested key ``path`` (only the mappings along the path are copied)."""
+    out = dict(data)
+    head, rest = path[0], path[1:]
+    if not rest:
+        out.pop(head, None)
+    elif isinstance(out.get(head), Mapping):
+        out[head] = _without_path(out[head], rest)
+    return out
 
 
 def nest(data: Mapping[str, Any], where: str = "the run file") -> dict[str, Any]:
