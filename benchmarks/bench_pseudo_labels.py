@@ -50,6 +50,14 @@ def _precision(score: torch.Tensor, region: np.ndarray, lesion: np.ndarray, diam
     return float((positive & lesion).sum() / max(positive.sum(), 1))
 
 
+def darkness_score(image: np.ndarray, region: np.ndarray) -> torch.Tensor:
+    """A Ball-Loss search score from intensity alone: the negated CT shifted to > 0 inside ``region``, 0 outside
+    (the "darkest ball" of the reported size is then the darkest one inside the region)."""
+    dark = torch.from_numpy(-np.asarray(image, dtype=np.float32))
+    inside = torch.from_numpy(np.asarray(region, dtype=bool))
+    return (dark - dark[inside].min() + 1e-3) * inside
+
+
 def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
     """One row per true report-split tumor: organ, location, diameter (mm), the network's highest probability
     inside the case's lesion mask of that organ (the tumor itself for the pancreas, at most one per case; all the
@@ -71,8 +79,7 @@ def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
             for name in tumor["sub-segment classes"].split(" / "):
                 region |= _mask(root, case, name)
             diameters = [float(v) for v in tumor["diameters (mm)"].split(" x ")]
-            dark = torch.from_numpy(-np.asarray(cached.image, dtype=np.float32))
-            dark = (dark - dark[torch.from_numpy(region)].min() + 1e-3) * torch.from_numpy(region)
+            dark = darkness_score(cached.image, region)
             channel = prob[names.index(tumor["lesion class"])]
             rows.append({
                 "case": case, "organ": tumor["organ"], "location": tumor["location"], "diameter_mm": diameters[0],

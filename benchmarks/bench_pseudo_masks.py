@@ -2,7 +2,7 @@
 
 Diagnosis of a lesion channel that stage 1 left blind (BENCHMARKS.md, gain section): is the information in the
 report CTs, and can masks built from the reports alone carry it? The cases are the seed's report CTs whose
-extracted report (``extract/tumors.csv``) calls every kidney or every pancreatic tumor hypoattenuating. Writes a
+extracted report (``extract/findings.jsonl``) calls every kidney or every pancreatic tumor hypoattenuating. Writes a
 cache of extra MASK cases beside the seed's caches (never touching them):
 
 ``--source truth``     ``cache_truth_hypo``: those CTs from bench_gain's all-masks cache (``<case>_truth``: every
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from bench_pseudo_labels import darkness_score  # this folder is on sys.path when the script runs
 
 from rsuper import labels
 from rsuper.config import default_class_names
@@ -40,38 +41,35 @@ from rsuper.data.preprocess import load_cached_case
 from rsuper.data.reportcases import build_report_supervision
 from rsuper.losses.ball import ball_pseudo_labels
 from rsuper.losses.region import report_region
+from rsuper.reports.pipeline import load_findings
 from rsuper.reports.schema import CaseFindings
 
 ORGANS = ("pancreas", "kidney", "liver")
 SEARCHED = ("kidney", "pancreas")
 
 
-def hypo_groups(seed_dir: Path) -> dict[tuple[str, str], bool]:
-    """(case, organ) -> every reported tumor of that organ is called hypoattenuating (extracted facts)."""
-    facts = pd.read_csv(seed_dir / "extract" / "tumors.csv")
-    facts = facts[facts["Standardized Organ"].isin(ORGANS)]
-    grouped = facts.groupby(["BDMAP ID", "Standardized Organ"])["Tumor Attenuation"]
-    return {key: bool(value) for key, value in grouped.agg(lambda a: (a == "hypo").all()).items()}
+def all_hypo(findings: CaseFindings, organ: str) -> bool:
+    """The report lists tumors of ``organ`` and calls every one of them hypoattenuating."""
+    attenuation = [lesion.attenuation for lesion in findings.lesions if lesion.organ == organ]
+    return bool(attenuation) and all(a == "hypo" for a in attenuation)
 
 
-def darkness_masks(seed_dir: Path, case: str, hypo: dict[tuple[str, str], bool]) -> tuple[dict[str, np.ndarray], object]:
+def darkness_masks(seed_dir: Path, findings: CaseFindings) -> tuple[dict[str, np.ndarray], object]:
     """Lesion masks (uint8, the cache grid) of one report CT from its report and its CT alone (module docstring)."""
-    cached = load_cached_case(seed_dir / "cache", case)
-    line = next(json.loads(x) for x in open(seed_dir / "extract" / "findings.jsonl") if json.loads(x)["case_id"] == case)
-    findings = CaseFindings.model_validate({k: line[k] for k in ("case_id", "lesions")})
+    cached = load_cached_case(seed_dir / "cache", findings.case_id)
     sup = build_report_supervision(findings, set(cached.masks), default_class_names(ORGANS), list(ORGANS), 16)
     reported = {g.organ for g in sup.groups}
     lesion = {labels.lesion_class(o): np.zeros(cached.image.shape, np.uint8) for o in ORGANS if o not in reported}
-    dark = torch.from_numpy(-np.asarray(cached.image, np.float32))
     for group in sup.groups:
-        if group.organ not in SEARCHED or not group.usable or not hypo.get((case, group.organ), False):
+        if group.organ not in SEARCHED or not group.usable or not all_hypo(findings, group.organ):
             lesion.pop(group.lesion_class, None)
             continue
-        region = torch.zeros(cached.image.shape, dtype=torch.bool)
+        region = np.zeros(cached.image.shape, dtype=bool)
         for name in group.mask_classes:
-            region |= torch.from_numpy(np.asarray(cached.masks[name]) > 0)
-        score = (dark - dark[region].min() + 1e-3) * region  # > 0 inside the sub-segments, 0 outside
-        placed = ball_pseudo_labels(score[None], report_region(region[None, None].float(), cached.spacing_mm).dilated,
+            region |= np.asarray(cached.masks[name]) > 0
+        score = darkness_score(cached.image, region)
+        placed = ball_pseudo_labels(score[None], report_region(torch.from_numpy(region)[None, None].float(),
+                                                               cached.spacing_mm).dilated,
                                     torch.tensor([list(group.diameters_mm)]), torch.tensor([list(group.volumes_mm3)]),
                                     cached.spacing_mm, margin=0.0).positive[0].numpy()
         earlier = lesion.get(group.lesion_class)
@@ -79,10 +77,11 @@ def darkness_masks(seed_dir: Path, case: str, hypo: dict[tuple[str, str], bool])
     return lesion, cached
 
 
-def write_darkness_case(seed_dir: Path, out: Path, case: str, hypo: dict[tuple[str, str], bool]) -> tuple[dict, list]:
+def write_darkness_case(seed_dir: Path, out: Path, findings: CaseFindings) -> tuple[dict, list]:
     """One ``<case>_darkness`` cache case (CT and organ masks linked from the report cache); its manifest entry and
     precision / recall rows."""
-    lesion, cached = darkness_masks(seed_dir, case, hypo)
+    case = findings.case_id
+    lesion, cached = darkness_masks(seed_dir, findings)
     case_id = f"{case}_darkness"
     folder = out / case_id
     (folder / "masks").mkdir(parents=True)
@@ -108,8 +107,8 @@ def main() -> None:
     parser.add_argument("--source", choices=("truth", "darkness"), required=True)
     args = parser.parse_args()
     seed_dir = args.seed_dir
-    hypo = hypo_groups(seed_dir)
-    cases = sorted({case for (case, organ), all_hypo in hypo.items() if all_hypo and organ in SEARCHED})
+    findings = load_findings(seed_dir / "extract" / "findings.jsonl")
+    cases = sorted(case for case, f in findings.items() if any(all_hypo(f, organ) for organ in SEARCHED))
     manifest = json.loads((seed_dir / "cache_truth" / "manifest.json").read_text())
     out = seed_dir / f"cache_{args.source}_hypo"
     if out.exists():
@@ -121,7 +120,7 @@ def main() -> None:
             entries[f"{case}_truth"] = manifest["cases"][f"{case}_truth"]
             os.symlink((seed_dir / "cache_truth" / f"{case}_truth").resolve(), out / f"{case}_truth")
         else:
-            entries[f"{case}_darkness"], case_rows = write_darkness_case(seed_dir, out, case, hypo)
+            entries[f"{case}_darkness"], case_rows = write_darkness_case(seed_dir, out, findings[case])
             rows += case_rows
     (out / "manifest.json").write_text(json.dumps({**manifest, "cases": entries}, indent=1))
     print(f"{out}: {len(entries)} mask cases ({args.source})")

@@ -45,12 +45,12 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-def variant_config(seed_dir: Path, name: str, options: dict[str, object]) -> TrainConfig:
+def variant_config(seed_dir: Path, name: str, options: dict[str, object], device: str) -> TrainConfig:
+    """The seed's R-Super run file with ``options`` set, training into ``runs/<name>`` on ``device``."""
     base = seed_dir / "runs" / "R-Super" / "config.yaml"
     if not base.is_file():
         raise SystemExit(f"{base} not found: run bench_gain on this seed first")
-    config = TrainConfig.from_yaml(base).updated(options)
-    return config.updated({"out": seed_dir / "runs" / name})
+    return TrainConfig.from_yaml(base).updated({**options, "out": seed_dir / "runs" / name, "device": device})
 
 
 def compare(seed_dir: Path, name: str, variant_cases: pd.DataFrame) -> pd.DataFrame:
@@ -84,10 +84,10 @@ def main() -> None:
     if args.name in gain.ARMS or "/" in args.name or args.name.startswith("."):
         raise SystemExit(f"--name must be a new folder name, not {args.name!r}")
     seed_dir = args.seed_dir
-    config = variant_config(seed_dir, args.name, parse_options(args.options))
+    config = variant_config(seed_dir, args.name, parse_options(args.options), args.device)
     checkpoint = config.out / "final.pt"
     if not checkpoint.is_file():
-        train(config.updated({"device": args.device}), show_progress=False)
+        train(config, show_progress=False)
     plan = DemoPlan.load(seed_dir / "demo_plan.json")
     plan.device = args.device
     table = compare(seed_dir, args.name, checkpoint_cases(plan, args.name, checkpoint))
