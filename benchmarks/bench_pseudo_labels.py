@@ -30,6 +30,7 @@ from rsuper.infer.predict import infer_logits_fn
 from rsuper.losses.ball import ball_pseudo_labels
 from rsuper.losses.region import report_region
 from rsuper.models.checkpoint import load_checkpoint, model_from_checkpoint
+from rsuper.refine.grow import darkness_score
 from rsuper.reports.schema import volume_from_diameters
 
 
@@ -48,14 +49,6 @@ def _precision(score: torch.Tensor, region: np.ndarray, lesion: np.ndarray, diam
                                 torch.tensor([[volume_from_diameters(diameters)]]), spacing)
     positive = labels.positive[0].numpy()
     return float((positive & lesion).sum() / max(positive.sum(), 1))
-
-
-def darkness_score(image: np.ndarray, region: np.ndarray) -> torch.Tensor:
-    """A Ball-Loss search score from intensity alone: the negated CT shifted to > 0 inside ``region``, 0 outside
-    (the "darkest ball" of the reported size is then the darkest one inside the region)."""
-    dark = torch.from_numpy(-np.asarray(image, dtype=np.float32))
-    inside = torch.from_numpy(np.asarray(region, dtype=bool))
-    return (dark - dark[inside].min() + 1e-3) * inside
 
 
 def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
@@ -79,7 +72,7 @@ def measure(checkpoint: Path, root: Path) -> pd.DataFrame:
             for name in tumor["sub-segment classes"].split(" / "):
                 region |= _mask(root, case, name)
             diameters = [float(v) for v in tumor["diameters (mm)"].split(" x ")]
-            dark = darkness_score(cached.image, region)
+            dark = torch.from_numpy(darkness_score(cached.image, region))
             channel = prob[names.index(tumor["lesion class"])]
             rows.append({
                 "case": case, "organ": tumor["organ"], "location": tumor["location"], "diameter_mm": diameters[0],

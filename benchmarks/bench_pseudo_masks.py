@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_pseudo_labels import darkness_score  # this folder is on sys.path when the script runs
 
 from rsuper import labels
 from rsuper.config import default_class_names
@@ -41,17 +40,12 @@ from rsuper.data.preprocess import load_cached_case
 from rsuper.data.reportcases import build_report_supervision
 from rsuper.losses.ball import ball_pseudo_labels
 from rsuper.losses.region import report_region
+from rsuper.refine.grow import darkness_score
 from rsuper.reports.pipeline import load_findings
 from rsuper.reports.schema import CaseFindings
 
 ORGANS = ("pancreas", "kidney", "liver")
 SEARCHED = ("kidney", "pancreas")
-
-
-def all_hypo(findings: CaseFindings, organ: str) -> bool:
-    """The report lists tumors of ``organ`` and calls every one of them hypoattenuating."""
-    attenuation = [lesion.attenuation for lesion in findings.lesions if lesion.organ == organ]
-    return bool(attenuation) and all(a == "hypo" for a in attenuation)
 
 
 def darkness_masks(seed_dir: Path, findings: CaseFindings) -> tuple[dict[str, np.ndarray], object]:
@@ -61,13 +55,13 @@ def darkness_masks(seed_dir: Path, findings: CaseFindings) -> tuple[dict[str, np
     reported = {g.organ for g in sup.groups}
     lesion = {labels.lesion_class(o): np.zeros(cached.image.shape, np.uint8) for o in ORGANS if o not in reported}
     for group in sup.groups:
-        if group.organ not in SEARCHED or not group.usable or not all_hypo(findings, group.organ):
+        if group.organ not in SEARCHED or not group.usable or not findings.all_hypoattenuating(group.organ):
             lesion.pop(group.lesion_class, None)
             continue
         region = np.zeros(cached.image.shape, dtype=bool)
         for name in group.mask_classes:
             region |= np.asarray(cached.masks[name]) > 0
-        score = darkness_score(cached.image, region)
+        score = torch.from_numpy(darkness_score(cached.image, region))
         placed = ball_pseudo_labels(score[None], report_region(torch.from_numpy(region)[None, None].float(),
                                                                cached.spacing_mm).dilated,
                                     torch.tensor([list(group.diameters_mm)]), torch.tensor([list(group.volumes_mm3)]),
@@ -108,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     seed_dir = args.seed_dir
     findings = load_findings(seed_dir / "extract" / "findings.jsonl")
-    cases = sorted(case for case, f in findings.items() if any(all_hypo(f, organ) for organ in SEARCHED))
+    cases = sorted(case for case, f in findings.items() if any(f.all_hypoattenuating(organ) for organ in SEARCHED))
     manifest = json.loads((seed_dir / "cache_truth" / "manifest.json").read_text())
     out = seed_dir / f"cache_{args.source}_hypo"
     if out.exists():

@@ -62,9 +62,10 @@ def test_refine_needs_one_source_and_keeps_out_apart(inputs):
 def test_refine_and_review_run(inputs):
     root, reports = inputs
     result = runner.invoke(app, ["refine", "--reports", str(reports), "--pred", str(root / "pred"),
-                                 str(root / "data"), str(root / "refined")])
+                                 str(root / "data"), str(root / "refined"), "--intensity-where-blind"])
     assert result.exit_code == 0, result.output
     assert (root / "refined" / "accepted" / "c" / "segmentations" / "pancreatic_lesion.nii.gz").is_file()
+    assert "from_intensity" in result.output and (root / "refined" / "refine_channels.csv").is_file()
     result = runner.invoke(app, ["review", "--pred", str(root / "pred"), "--reports", str(reports), "--out",
                                  str(root / "review"), "--images", str(root / "data")])
     assert result.exit_code == 0, result.output

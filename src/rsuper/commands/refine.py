@@ -49,6 +49,11 @@ def register(app: typer.Typer) -> None:
             False, "--strict-location",
             help="A stated location without its mask makes the CT not refinable (default: grown in the whole "
                  "organ, needs review)."),
+        intensity_where_blind: bool = typer.Option(
+            False, "--intensity-where-blind",
+            help="Where the model is blind on an organ (max p < 0.5 in the region of >= 80% of its report groups; "
+                 "OUT/refine_channels.csv), grow that organ's hypoattenuating reported tumors from the CT's darkest "
+                 "voxels instead: status 'from intensity', masks in OUT/from_intensity."),
         device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu, cuda or cuda:N (with --checkpoint)."),
     ) -> None:
         """Turn the model's probabilities into masks consistent with each report: count, size, sub-segment.
@@ -79,7 +84,8 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[red]error:[/red] {label} {path} not found", soft_wrap=True, highlight=False)
                 raise typer.Exit(2)
         options = RefineOptions(region_margin_mm=region_margin, strict_location=strict_location,
-                                rules=StatusRules(accept_confidence=accept, min_fill=min_fill))
+                                rules=StatusRules(accept_confidence=accept, min_fill=min_fill),
+                                intensity_where_blind=intensity_where_blind)
         try:
             from rsuper.reports.tables import read_tumors_csv
 
@@ -99,4 +105,5 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         counts = table["status"].value_counts().to_dict()
         console.print(", ".join(f"{n} {status}" for status, n in counts.items()) +
-                      f" -> [green]{out}/refine.csv[/green]; masks in {out}/accepted and {out}/needs_review")
+                      f" -> [green]{out}/refine.csv[/green]; masks in {out}/accepted, {out}/needs_review"
+                      + (f" and {out}/from_intensity" if intensity_where_blind else ""), soft_wrap=True)

@@ -13,6 +13,10 @@ are placed largest volume first, each exactly as the Ball Loss places a pseudo-t
    N = round(V / v) is the reported volume V (mm³, docs/method.md §2) in voxels of volume v (mm³) and
    N' = min(N, candidates). With m = 0 the positive and extended sets of the Ball Loss coincide.
 
+Where the model is blind on an organ, the same construction runs on ``darkness_score`` (the negated CT inside
+the un-dilated sub-segments) instead of the probability: the darkest ball of the reported size, for tumors the
+report calls hypoattenuating (``rsuper refine --intensity-where-blind``, docs/review_refine.md).
+
 Everything is computed in the grid it is given (the CT's own grid for ``rsuper refine``), with the spacing in
 mm, so an anisotropic grid keeps sizes in mm (the ball is an ellipsoid in voxels). ``fill`` = N' / N says
 whether the tumor reached its reported volume inside R.
@@ -63,6 +67,16 @@ def region_with_margin(region: np.ndarray, spacing_mm: Sequence[float], margin_m
                      check_spacing(spacing_mm)).numpy()
 
 
+def darkness_score(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """A growth score from intensity alone, (X, Y, Z) float32: the negated CT (HU) shifted to > 0 inside
+    ``region`` (bool), 0 outside, so that the best ball of the reported size is the darkest one inside the region."""
+    dark = -np.asarray(image, dtype=np.float32)
+    inside = np.asarray(region, dtype=bool)
+    if not inside.any():
+        return np.zeros(dark.shape, np.float32)
+    return np.where(inside, dark - dark[inside].min() + 1e-3, 0.0).astype(np.float32)
+
+
 def grow_tumors(
     prob: np.ndarray,
     region: np.ndarray,
@@ -74,7 +88,7 @@ def grow_tumors(
     """Grows each reported tumor inside ``region`` (see the module docstring), largest volume first.
 
     Args:
-        prob: (X, Y, Z) tumor probability in [0, 1].
+        prob: (X, Y, Z) tumor probability in [0, 1] (or any score >= 0, e.g. ``darkness_score``).
         region: (X, Y, Z) bool, where the tumors may lie (already dilated when a margin is wanted).
         diameters_mm: largest reported diameter of each tumor (mm).
         volumes_mm3: reported volume of each tumor (mm³), same order.

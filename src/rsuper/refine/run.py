@@ -12,11 +12,21 @@ Per organ with a lesion channel, the report's tumors are grouped as for training
 group whose location is not stated, or stated without a mask, is grown in the whole organ and the CT needs
 review (``strict_location``: not refinable). Status rules: ``rsuper.refine.status``.
 
+With ``intensity_where_blind``, a second pass handles lesion channels the model is blind on (``ChannelSight``:
+max probability < 0.5 inside the region of >= 80 % of that organ's usable report groups, over >= 3 groups): in
+every CT whose report calls all of that organ's tumors hypoattenuating, they are grown from the CT's darkness
+inside the un-dilated sub-segments (``rsuper.refine.grow.darkness_score``). Such a CT gets the status "from
+intensity" and keeps only the masks it can vouch for: the blind channels' grown tumors and empty masks of organs
+the report calls tumor-free (its other lesion channels are left out, i.e. unknown when trained on).
+
 Outputs (every mask in the CT's grid: the probability map's, or DATASET's CT when it has another grid):
   ``OUT/accepted/<case>/segmentations/<lesion>.nii.gz``      uint8 {0,1}, one file per lesion channel;
   ``OUT/needs_review/<case>/segmentations/<lesion>.nii.gz``  the same for CTs to review;
+  ``OUT/from_intensity/<case>/segmentations/<lesion>.nii.gz``  CTs grown from intensity (see above);
   ``OUT/refine.csv``         one row per report CT: status, confidence, reasons, folder;
-  ``OUT/refine_tumors.csv``  one row per refined tumor: organ, region, reported and grown size, fill, agreement.
+  ``OUT/refine_tumors.csv``  one row per refined tumor: organ, region, reported and grown size, fill, agreement,
+                             the model's max probability in the region, the growth source (model / intensity);
+  ``OUT/refine_channels.csv``  one row per lesion channel: usable groups, blind groups, share, blind.
 ``OUT/accepted`` is a masks folder in the AbdomenAtlas layout: ``rsuper prepare DATASET --masks-dir ORGANS
 --masks-dir OUT/accepted`` turns those report CTs into mask cases (docs/review_refine.md).
 
@@ -30,7 +40,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +54,9 @@ from rsuper.data.reportcases import TumorGroup, build_report_supervision
 from rsuper.evaluate.collect import on_grid, same_grid
 from rsuper.infer.predict import PROBABILITY_SCALE
 from rsuper.io import Volume, load_nifti, save_nifti
-from rsuper.refine.grow import REGION_MARGIN_MM, grow_tumors, region_with_margin
-from rsuper.refine.status import (ACCEPTED, NOT_REFINABLE, STATUS_FOLDERS, Decision, StatusRules, TumorCheck,
-                                  decide, leftover_probability, tumor_agreement)
+from rsuper.refine.grow import REGION_MARGIN_MM, darkness_score, grow_tumors, region_with_margin
+from rsuper.refine.status import (ACCEPTED, FROM_INTENSITY, NOT_REFINABLE, STATUS_FOLDERS, Decision, StatusRules,
+                                  TumorCheck, channel_sight, decide, leftover_probability, tumor_agreement)
 from rsuper.reports.schema import CaseFindings
 from rsuper.reports.words import place_of_voxel, place_text
 
@@ -56,23 +66,29 @@ MAX_TUMORS = 16
 
 @dataclass(frozen=True)
 class RefineOptions:
-    """Settings of ``rsuper refine``: region margin (mm), status thresholds, location policy, tumor cap."""
+    """Settings of ``rsuper refine``: region margin (mm), status thresholds, location policy, tumor cap, and
+    the intensity pass (module docstring); ``intensity_channels``: lesion classes grown from intensity (hypo
+    reports), set by ``refine_cases`` for its second pass."""
 
     region_margin_mm: float = REGION_MARGIN_MM
     rules: StatusRules = field(default_factory=StatusRules)
     strict_location: bool = False
     max_tumors: int = MAX_TUMORS
+    intensity_where_blind: bool = False
+    intensity_channels: frozenset[str] = frozenset()
 
 
 @dataclass
 class CaseRefinement:
-    """One CT's refined masks (lesion class -> bool array, empty when not refinable), decision and tumor rows."""
+    """One CT's refined masks (lesion class -> bool array, empty when not refinable), decision, tumor rows and
+    (lesion class, the model's max probability inside the region) per usable tumor group."""
 
     case_id: str
     decision: Decision
     masks: dict[str, np.ndarray]
     reference: Volume | None
     tumors: list[dict[str, Any]]
+    group_max_p: list[tuple[str, float]] = field(default_factory=list)
 
 
 def _lesion_maps(case_dir: Path) -> dict[str, tuple[Path, bool]]:
@@ -147,11 +163,12 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
         return CaseRefinement(case_id, Decision(NOT_REFINABLE, float("nan"),
                                                 [f"no lesion probability map in {pred_case_dir}"]), {}, None, [])
     probs = {name: _read_probability(path, is_prob) for name, (path, is_prob) in sorted(maps.items())}
-    reference = next(iter(probs.values()))
+    reference, image = next(iter(probs.values())), None
     for folder in mask_folders:
         ct = folder / "ct.nii.gz"
         if ct.is_file():
             reference = load_nifti(ct)
+            image = reference.array
             break
     reference = reference.with_array(np.zeros(reference.shape, dtype=np.uint8))
     prob = {name: vol.array if same_grid(vol, reference) else _linear(vol, reference) for name, vol in probs.items()}
@@ -166,6 +183,8 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
     checks: list[TumorCheck] = []
     rows: list[dict[str, Any]] = []
     masks = {name: np.zeros(reference.shape, dtype=bool) for name in prob}
+    group_max_p: list[tuple[str, float]] = []
+    from_intensity: list[str] = []
     for name in sorted(sup.unknown_everywhere):
         organ = labels.ORGAN_OF_LESION_CLASS[name]
         problems.append(f"no {organ} mask ({' + '.join(labels.ORGAN_MASK_CLASSES[organ])}) to place its tumors")
@@ -183,7 +202,17 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
                 continue
             warnings.append(f"{organ}: {why}; grown within the whole {organ}")
         region = region_with_margin(sources.union(group.mask_classes), spacing, options.region_margin_mm)
-        grown = grow_tumors(prob[name], region, group.diameters_mm, group.volumes_mm3, spacing, taken=masks[name])
+        max_p = float(prob[name][region].max()) if region.any() else 0.0
+        group_max_p.append((name, max_p))
+        source = "model"
+        if name in options.intensity_channels and image is not None and findings.all_hypoattenuating(organ):
+            source, core = "intensity", sources.union(group.mask_classes)
+            grown = grow_tumors(darkness_score(image, core), core, group.diameters_mm, group.volumes_mm3, spacing,
+                                taken=masks[name])
+            from_intensity.append(f"{organ}: the model is blind on it (max p {max_p:.2f} in the {region_text}); "
+                                  "grown from the CT's darkest voxels")
+        else:
+            grown = grow_tumors(prob[name], region, group.diameters_mm, group.volumes_mm3, spacing, taken=masks[name])
         for k, tumor in enumerate(grown, start=1):
             masks[name] |= tumor.mask
             agreement = tumor_agreement(prob[name], tumor.mask)
@@ -194,7 +223,10 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
                          "region_source": " / ".join(sorted({sources.source(c) for c in group.mask_classes})),
                          "diameter_mm": tumor.diameter_mm, "volume_mm3": round(tumor.volume_mm3, 1),
                          "target_voxels": tumor.target_voxels, "voxels": tumor.voxels, "fill": round(tumor.fill, 4),
-                         "agreement": round(agreement, 4), "centre_vox": list(tumor.centre_vox)})
+                         "agreement": round(agreement, 4), "centre_vox": list(tumor.centre_vox),
+                         "max_p_region": round(max_p, 4), "source": source})
+    if from_intensity and not problems:
+        return _intensity_case(case_id, from_intensity, masks, sup, reference, rows, group_max_p)
     leftover, place = 0.0, ""
     if not problems:
         for name, channel in prob.items():
@@ -205,7 +237,20 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
     decision = decide(problems, checks, leftover, place, warnings, options.rules)
     if decision.status == NOT_REFINABLE:
         masks = {}
-    return CaseRefinement(case_id, decision, masks, reference, rows)
+    return CaseRefinement(case_id, decision, masks, reference, rows, group_max_p)
+
+
+def _intensity_case(case_id: str, reasons: list[str], masks: dict[str, np.ndarray], sup: Any, reference: Volume,
+                    rows: list[dict[str, Any]], group_max_p: list[tuple[str, float]]) -> CaseRefinement:
+    """A CT with tumors grown from intensity: those channels' masks, plus empty masks of the lesion channels the
+    report calls tumor-free (no group, nothing unknown); every other channel is left out (unknown)."""
+    grown = {row["lesion_class"] for row in rows if row["source"] == "intensity"}
+    reported = {group.lesion_class for group in sup.groups}
+    tumor_free = {name for name in masks
+                  if name not in reported and name not in sup.unknown_everywhere and not sup.unknown.get(name)}
+    kept = {name: mask for name, mask in masks.items() if name in grown or name in tumor_free}
+    return CaseRefinement(case_id, Decision(FROM_INTENSITY, float("nan"), reasons), kept, reference, rows,
+                          group_max_p)
 
 
 def _linear(volume: Volume, reference: Volume) -> np.ndarray:
@@ -246,19 +291,38 @@ def refine_cases(pred_dir: str | os.PathLike[str], tumors_csv: str | os.PathLike
     if not cases:
         raise ValueError(f"no CT of {tumors_csv} has a prediction folder in {pred_dir} (<case>/probabilities/); "
                          "check the case ids")
-    rows, tumor_rows = [], []
-    for case_id in cases:
-        result = refine_case(case_id, reports[case_id], pred_dir / case_id,
-                             [Path(d) / case_id for d in masks_dirs], options)
+    options = options or RefineOptions()
+    results: dict[str, CaseRefinement] = {}
+    rows: dict[str, dict[str, Any]] = {}
+
+    def run(case_id: str, case_options: RefineOptions) -> None:
+        result = refine_case(case_id, reports[case_id], pred_dir / case_id, [Path(d) / case_id for d in masks_dirs],
+                             case_options)
         folder = write_case(result, out)
         d = result.decision
-        rows.append({"case_id": case_id, "status": d.status, "confidence": d.confidence, "tumors": len(result.tumors),
-                     "reasons": "; ".join(d.reasons), "folder": folder})
-        tumor_rows += result.tumors
+        rows[case_id] = {"case_id": case_id, "status": d.status, "confidence": d.confidence,
+                         "tumors": len(result.tumors), "reasons": "; ".join(d.reasons), "folder": folder}
+        result.masks = {}  # written; only the tables are kept
+        results[case_id] = result
         if on_case is not None:
             on_case(case_id, d.status)
-    table = pd.DataFrame(rows, columns=CASE_COLUMNS)
-    tumors = pd.DataFrame(tumor_rows)
+
+    for case_id in cases:
+        run(case_id, options)
+    sight = channel_sight([pair for result in results.values() for pair in result.group_max_p])
+    blind = frozenset(s.lesion_class for s in sight if s.blind)
+    if options.intensity_where_blind and blind:
+        second = replace(options, intensity_channels=blind)
+        for case_id in cases:
+            if any(reports[case_id].all_hypoattenuating(labels.ORGAN_OF_LESION_CLASS[name]) for name in blind):
+                run(case_id, second)
+    table = pd.DataFrame([rows[c] for c in cases], columns=CASE_COLUMNS)
+    tumors = pd.DataFrame([row for c in cases for row in results[c].tumors])
+    channels = pd.DataFrame([{"lesion_class": s.lesion_class, "groups": s.groups, "blind_groups": s.blind_groups,
+                              "blind_share": round(s.blind_share, 4), "blind": s.blind} for s in sight],
+                            columns=["lesion_class", "groups", "blind_groups", "blind_share", "blind"])
+    with atomic_path(out / "refine_channels.csv") as tmp:
+        channels.to_csv(tmp, index=False)
     with atomic_path(out / "refine.csv") as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(out / "refine_tumors.csv") as tmp:

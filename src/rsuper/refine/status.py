@@ -10,7 +10,9 @@ Status: **not refinable** when a reported tumor cannot be built (size unknown, a
 than ``max_tumors``, no organ mask, no probability map, or with ``strict_location`` a stated location
 without its mask); **accepted** when confidence >= ``accept_confidence``, every tumor reached at least
 ``min_fill`` of its reported volume and every tumor was grown where the report places it; **needs review**
-otherwise. Every status but "accepted" comes with its reasons in words.
+otherwise. Every status but "accepted" comes with its reasons in words. **from intensity**: a CT whose tumors
+of a lesion channel the model is blind on were grown from the CT's darkness instead (``rsuper refine
+--intensity-where-blind``); no model confidence, a reason per such organ.
 
 Example:
     >>> decide([], [TumorCheck("pancreatic tail tumor 1 (20 mm)", agreement=0.9, fill=1.0)], leftover=0.1,
@@ -30,8 +32,11 @@ from rsuper.losses.ball import BORDER_DILATION_MM
 from rsuper.losses.geometry import dilate_mm
 
 ACCEPTED, NEEDS_REVIEW, NOT_REFINABLE = "accepted", "needs review", "not refinable"
-STATUS_FOLDERS = {ACCEPTED: "accepted", NEEDS_REVIEW: "needs_review"}
+FROM_INTENSITY = "from intensity"
+STATUS_FOLDERS = {ACCEPTED: "accepted", NEEDS_REVIEW: "needs_review", FROM_INTENSITY: "from_intensity"}
 CALL_THRESHOLD = 0.5
+BLIND_SHARE = 0.8
+MIN_GROUPS_FOR_BLIND = 3
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,35 @@ class Decision:
     status: str
     confidence: float
     reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChannelSight:
+    """Does the model see a lesion channel's reported tumors? Over the report CTs' usable tumor groups of its
+    organ: ``groups``, and ``blind_groups`` where the model's highest probability inside the group's region is
+    below ``CALL_THRESHOLD``. ``blind``: share >= ``BLIND_SHARE`` over >= ``MIN_GROUPS_FOR_BLIND`` groups."""
+
+    lesion_class: str
+    groups: int
+    blind_groups: int
+
+    @property
+    def blind_share(self) -> float:
+        return self.blind_groups / self.groups if self.groups else float("nan")
+
+    @property
+    def blind(self) -> bool:
+        return self.groups >= MIN_GROUPS_FOR_BLIND and self.blind_share >= BLIND_SHARE
+
+
+def channel_sight(group_max_p: Sequence[tuple[str, float]]) -> list[ChannelSight]:
+    """One :class:`ChannelSight` per lesion class from (lesion class, max probability in the group's region)."""
+    counts: dict[str, list[int]] = {}
+    for name, max_p in group_max_p:
+        seen = counts.setdefault(name, [0, 0])
+        seen[0] += 1
+        seen[1] += int(max_p < CALL_THRESHOLD)
+    return [ChannelSight(name, n, blind) for name, (n, blind) in sorted(counts.items())]
 
 
 def tumor_agreement(prob: np.ndarray, mask: np.ndarray, threshold: float = CALL_THRESHOLD) -> float:

@@ -142,3 +142,8 @@ class CaseFindings(BaseModel):
     def organ_lesions(self, organ: str) -> list[Lesion]:
         """Lesions of one canonical organ, in report order."""
         return [lesion for lesion in self.lesions if lesion.organ == organ]
+
+    def all_hypoattenuating(self, organ: str) -> bool:
+        """The report lists tumors of ``organ`` and calls every one of them hypoattenuating."""
+        lesions = self.organ_lesions(organ)
+        return bool(lesions) and all(lesion.attenuation == "hypo" for lesion in lesions)

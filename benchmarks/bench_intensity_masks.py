@@ -1,0 +1,108 @@
+"""Report CTs of a blind lesion channel as mask cases, through `rsuper refine --intensity-where-blind` (issue 28).
+
+On a finished bench_gain seed: refine the report CTs with the seed's STAGE-1 checkpoint (``refine_stage1/``:
+predictions with refine's default TTA, ``refine_channels.csv`` says which lesion channels are blind), then cache
+the CTs refine grew from intensity (``refine_stage1/from_intensity``) as extra mask cases ``<case>_intensity``
+(``cache_intensity``: the CT and organ masks of the report CT, the refined lesion masks; lesion channels refine
+left out stay unknown). Prints the channels' sight and each refined lesion mask's precision and recall against
+the phantom's true mask. Train and compare with bench_variant (the seed's R-Super run file plus this cache):
+
+    PYTHONPATH=src:benchmarks python benchmarks/bench_intensity_masks.py gain_out/demo/seed44
+    PYTHONPATH=src:benchmarks python benchmarks/bench_variant.py gain_out/demo/seed44 --name intensity-masks \\
+        --set "cache=[gain_out/demo/seed44/cache, gain_out/demo/seed44/cache_intensity]"
+
+When no channel is blind, nothing is grown from intensity, no cache is written and the arm would equal R-Super.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rsuper.data.cases import find_mask_files
+from rsuper.data.preprocess import prepare_dataset
+from rsuper.demo import DemoPlan
+from rsuper.io import load_nifti
+from rsuper.refine.run import RefineOptions, predict_for_refine, refine_cases
+from rsuper.reports.tables import read_tumors_csv
+
+SUFFIX = "_intensity"
+
+
+def refine_with_stage1(seed_dir: Path, device: str) -> Path:
+    """``rsuper refine --checkpoint runs/stage1/final.pt --intensity-where-blind`` on the seed's report CTs."""
+    out = seed_dir / "refine_stage1"
+    tumors = seed_dir / "extract" / "tumors.csv"
+    predict_for_refine(seed_dir / "runs" / "stage1" / "final.pt", seed_dir / "data" / "reports",
+                       sorted(read_tumors_csv(tumors)), out / "predictions", device=device)
+    refine_cases(out / "predictions", tumors, out, [seed_dir / "data" / "reports", seed_dir / "organs"],
+                 RefineOptions(intensity_where_blind=True))
+    return out
+
+
+def intensity_dataset(seed_dir: Path, refined: Path) -> Path:
+    """A dataset folder of ``<case>_intensity`` links: the report CT, its organ masks, the refined lesion masks."""
+    dataset = seed_dir / "intensity_dataset"
+    if dataset.exists():
+        shutil.rmtree(dataset)
+    for case_dir in sorted((refined / "from_intensity").iterdir()):
+        case = case_dir.name
+        folder = dataset / f"{case}{SUFFIX}"
+        (folder / "segmentations").mkdir(parents=True)
+        os.symlink((seed_dir / "data" / "reports" / case / "ct.nii.gz").resolve(), folder / "ct.nii.gz")
+        files = {}
+        for source in (seed_dir / "organs" / case, seed_dir / "data" / "reports" / case, case_dir):
+            files.update(find_mask_files(source / "segmentations"))  # later sources win: refined lesions last
+        for name, path in files.items():
+            os.symlink(path.resolve(), folder / "segmentations" / f"{name}.nii.gz")
+    return dataset
+
+
+def mask_accuracy(seed_dir: Path, refined: Path) -> pd.DataFrame:
+    """Precision and recall of every non-empty refined lesion mask against the phantom's true mask (CT grid)."""
+    rows = []
+    for case_dir in sorted((refined / "from_intensity").iterdir()):
+        for name, path in find_mask_files(case_dir / "segmentations").items():
+            mask = np.asarray(load_nifti(path).array) > 0
+            if not mask.any():
+                continue
+            truth_path = seed_dir / "data" / "truth" / case_dir.name / "segmentations" / f"{name}.nii.gz"
+            truth = np.asarray(load_nifti(truth_path).array) > 0 if truth_path.is_file() else np.zeros_like(mask)
+            hit = int((mask & truth).sum())
+            rows.append({"case": case_dir.name, "lesion": name, "voxels": int(mask.sum()),
+                         "precision": hit / int(mask.sum()), "recall": hit / max(int(truth.sum()), 1)})
+    return pd.DataFrame(rows, columns=["case", "lesion", "voxels", "precision", "recall"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("seed_dir", type=Path, help="a bench_gain seed folder with runs/stage1/final.pt")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    seed_dir = args.seed_dir
+    refined = refine_with_stage1(seed_dir, args.device)
+    print(pd.read_csv(refined / "refine_channels.csv").to_string(index=False))
+    grown = refined / "from_intensity"
+    cases = sorted(grown.iterdir()) if grown.is_dir() else []
+    if not cases:
+        print(f"{seed_dir}: no channel blind, nothing grown from intensity (the arm would equal R-Super)")
+        return
+    accuracy = mask_accuracy(seed_dir, refined)
+    print(accuracy.groupby("lesion")[["precision", "recall"]].agg(["mean", "count"]).round(3).to_string())
+    cache = seed_dir / "cache_intensity"
+    if cache.exists():
+        shutil.rmtree(cache)
+    plan = DemoPlan.load(seed_dir / "demo_plan.json")
+    result = prepare_dataset(intensity_dataset(seed_dir, refined), cache, plan.spacing_mm)
+    if result.failed:
+        raise SystemExit(f"prepare failed: {result.failed}")
+    print(f"{cache}: {len(cases)} mask cases grown from intensity")
+
+
+if __name__ == "__main__":
+    main()
