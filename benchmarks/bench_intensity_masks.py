@@ -1,15 +1,16 @@
 """Report CTs of a blind lesion channel as mask cases, through `rsuper refine --intensity-where-blind` (issue 28).
 
 On a finished bench_gain seed: refine the report CTs with the seed's STAGE-1 checkpoint (``refine_stage1/``:
-predictions with refine's default TTA, ``refine_channels.csv`` says which lesion channels are blind), then cache
-the CTs refine grew from intensity (``refine_stage1/from_intensity``) as extra mask cases ``<case>_intensity``
-(``cache_intensity``: the CT and organ masks of the report CT, the refined lesion masks; lesion channels refine
-left out stay unknown). Prints the channels' sight and each refined lesion mask's precision and recall against
-the phantom's true mask. Train and compare with bench_variant (the seed's R-Super run file plus this cache):
+predictions with refine's default TTA, ``refine_channels.csv`` says which lesion channels are blind), then prepare
+the seed's data again as the documented self-training loop does (docs/review_refine.md): the report split with
+``--masks-dir organs --masks-dir refine_stage1/from_intensity`` (``cache_intensity``), so the CTs refine grew from
+intensity become mask cases (the lesion channels refine left out stay unknown) and the other report CTs stay
+report cases. Prints the channels' sight and each refined lesion mask's precision and recall against the
+phantom's true mask. Train and compare with bench_variant (the seed's R-Super run file on that cache):
 
     PYTHONPATH=src:benchmarks python benchmarks/bench_intensity_masks.py gain_out/demo/seed44
     PYTHONPATH=src:benchmarks python benchmarks/bench_variant.py gain_out/demo/seed44 --name intensity-masks \\
-        --set "cache=[gain_out/demo/seed44/cache, gain_out/demo/seed44/cache_intensity]"
+        --set "cache=[gain_out/demo/seed44/cache_intensity]"
 
 When no channel is blind, nothing is grown from intensity, no cache is written and the arm would equal R-Super.
 """
@@ -17,7 +18,6 @@ When no channel is blind, nothing is grown from intensity, no cache is written a
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 from pathlib import Path
 
@@ -31,9 +31,6 @@ from rsuper.io import load_nifti
 from rsuper.refine.run import RefineOptions, predict_for_refine, refine_cases
 from rsuper.reports.tables import read_tumors_csv
 
-SUFFIX = "_intensity"
-
-
 def refine_with_stage1(seed_dir: Path, device: str) -> Path:
     """``rsuper refine --checkpoint runs/stage1/final.pt --intensity-where-blind`` on the seed's report CTs."""
     out = seed_dir / "refine_stage1"
@@ -43,24 +40,6 @@ def refine_with_stage1(seed_dir: Path, device: str) -> Path:
     refine_cases(out / "predictions", tumors, out, [seed_dir / "data" / "reports", seed_dir / "organs"],
                  RefineOptions(intensity_where_blind=True))
     return out
-
-
-def intensity_dataset(seed_dir: Path, refined: Path) -> Path:
-    """A dataset folder of ``<case>_intensity`` links: the report CT, its organ masks, the refined lesion masks."""
-    dataset = seed_dir / "intensity_dataset"
-    if dataset.exists():
-        shutil.rmtree(dataset)
-    for case_dir in sorted((refined / "from_intensity").iterdir()):
-        case = case_dir.name
-        folder = dataset / f"{case}{SUFFIX}"
-        (folder / "segmentations").mkdir(parents=True)
-        os.symlink((seed_dir / "data" / "reports" / case / "ct.nii.gz").resolve(), folder / "ct.nii.gz")
-        files = {}
-        for source in (seed_dir / "organs" / case, seed_dir / "data" / "reports" / case, case_dir):
-            files.update(find_mask_files(source / "segmentations"))  # later sources win: refined lesions last
-        for name, path in files.items():
-            os.symlink(path.resolve(), folder / "segmentations" / f"{name}.nii.gz")
-    return dataset
 
 
 def mask_accuracy(seed_dir: Path, refined: Path) -> pd.DataFrame:
@@ -98,10 +77,11 @@ def main() -> None:
     if cache.exists():
         shutil.rmtree(cache)
     plan = DemoPlan.load(seed_dir / "demo_plan.json")
-    result = prepare_dataset(intensity_dataset(seed_dir, refined), cache, plan.spacing_mm)
-    if result.failed:
-        raise SystemExit(f"prepare failed: {result.failed}")
-    print(f"{cache}: {len(cases)} mask cases grown from intensity")
+    for split, masks_dirs in (("masks", ()), ("reports", (seed_dir / "organs", grown))):
+        result = prepare_dataset(seed_dir / "data" / split, cache, plan.spacing_mm, masks_dirs=masks_dirs)
+        if result.failed:
+            raise SystemExit(f"prepare failed: {result.failed}")
+    print(f"{cache}: the seed's cache with {len(cases)} report CTs as mask cases grown from intensity")
 
 
 if __name__ == "__main__":
