@@ -9,6 +9,10 @@ Output: a table per organ (AUROC of the predicted volume, DSC on tumor CTs, F1 a
 per-side kidney numbers) with the variant minus R-Super, printed and written to ``variant_<name>.csv`` in the
 seed folder.
 
+``--summarise SEED_DIR ...`` reads finished ``variant_<name>.csv`` files of several seeds and prints, per organ
+and metric, each seed's variant - R-Super and the mean and SD over seeds (a seed without the file is listed as
+missing, e.g. one where the variant equals R-Super by construction).
+
 Example (rank-weighted Ball Loss positives on a bench_gain demo seed; measured 2026-12-05 on the 2-core CPU box,
 two variants side by side at 1 thread each: ~14 min of training and ~2 min of prediction per variant):
     PYTHONPATH=src:benchmarks python benchmarks/bench_variant.py gain_out/demo/seed43 --name rank-weighted \\
@@ -73,17 +77,38 @@ def compare(seed_dir: Path, name: str, variant_cases: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def summarise(seed_dirs: list[Path], name: str) -> pd.DataFrame:
+    """Per organ and metric: variant - R-Super of each seed (points) with the mean and SD over the seeds."""
+    found = {d.name: pd.read_csv(d / f"variant_{name}.csv") for d in seed_dirs if (d / f"variant_{name}.csv").is_file()}
+    missing = [d.name for d in seed_dirs if d.name not in found]
+    if missing:
+        print(f"no variant_{name}.csv in: {', '.join(missing)}")
+    if not found:
+        raise SystemExit("nothing to summarise")
+    table = pd.concat([t.assign(seed=seed) for seed, t in found.items()])
+    wide = table.pivot_table(index=["organ", "metric"], columns="seed", values="variant - R-Super", sort=False)
+    return (100 * wide.assign(mean=wide.mean(axis=1), sd=wide.std(axis=1))).round(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
+    parser.add_argument("seed_dir", type=Path, nargs="+", help="a finished bench_gain seed folder "
+                        "(OUT/<family>/seed<N>); several with --summarise")
     parser.add_argument("--name", required=True, help="the variant arm's folder name, e.g. rank-weighted")
-    parser.add_argument("--set", dest="options", nargs="+", required=True, metavar="KEY=VALUE",
+    parser.add_argument("--set", dest="options", nargs="+", metavar="KEY=VALUE",
                         help="TrainConfig options of the variant (dotted paths), e.g. loss.ball.rank_weighted=true")
+    parser.add_argument("--summarise", action="store_true", help="only summarise finished seeds (module docstring)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.summarise:
+        print(f"{args.name} - R-Super, test CTs, no TTA (points)")
+        print(summarise(args.seed_dir, args.name).to_string())
+        return
     if args.name in gain.ARMS or "/" in args.name or args.name.startswith("."):
         raise SystemExit(f"--name must be a new folder name, not {args.name!r}")
-    seed_dir = args.seed_dir
+    if len(args.seed_dir) != 1 or not args.options:
+        raise SystemExit("training a variant needs one seed folder and --set KEY=VALUE ...")
+    seed_dir = args.seed_dir[0]
     config = variant_config(seed_dir, args.name, parse_options(args.options), args.device)
     checkpoint = config.out / "final.pt"
     if not checkpoint.is_file():
