@@ -50,7 +50,7 @@ import pandas as pd
 from rsuper import labels
 from rsuper.atomic import atomic_dir, atomic_path
 from rsuper.data.cases import find_mask_files
-from rsuper.data.reportcases import TumorGroup, build_report_supervision
+from rsuper.data.reportcases import ReportSupervision, TumorGroup, build_report_supervision
 from rsuper.evaluate.collect import on_grid, same_grid
 from rsuper.infer.predict import PROBABILITY_SCALE
 from rsuper.io import Volume, load_nifti, save_nifti
@@ -240,8 +240,9 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
     return CaseRefinement(case_id, decision, masks, reference, rows, group_max_p)
 
 
-def _intensity_case(case_id: str, reasons: list[str], masks: dict[str, np.ndarray], sup: Any, reference: Volume,
-                    rows: list[dict[str, Any]], group_max_p: list[tuple[str, float]]) -> CaseRefinement:
+def _intensity_case(case_id: str, reasons: list[str], masks: dict[str, np.ndarray], sup: ReportSupervision,
+                    reference: Volume, rows: list[dict[str, Any]], group_max_p: list[tuple[str, float]]
+                    ) -> CaseRefinement:
     """A CT with tumors grown from intensity: those channels' masks, plus empty masks of the lesion channels the
     report calls tumor-free (no group, nothing unknown); every other channel is left out (unknown)."""
     grown = {row["lesion_class"] for row in rows if row["source"] == "intensity"}
