@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_pseudo_masks import mask_accuracy  # this folder is on sys.path when the script runs
 
 from rsuper.data.cases import find_mask_files
 from rsuper.data.preprocess import prepare_dataset
@@ -30,6 +31,7 @@ from rsuper.demo import DemoPlan
 from rsuper.io import load_nifti
 from rsuper.refine.run import RefineOptions, predict_for_refine, refine_cases
 from rsuper.reports.tables import read_tumors_csv
+
 
 def refine_with_stage1(seed_dir: Path, device: str) -> Path:
     """``rsuper refine --checkpoint runs/stage1/final.pt --intensity-where-blind`` on the seed's report CTs."""
@@ -42,7 +44,7 @@ def refine_with_stage1(seed_dir: Path, device: str) -> Path:
     return out
 
 
-def mask_accuracy(seed_dir: Path, refined: Path) -> pd.DataFrame:
+def intensity_mask_accuracy(seed_dir: Path, refined: Path) -> pd.DataFrame:
     """Precision and recall of every non-empty refined lesion mask against the phantom's true mask (CT grid)."""
     rows = []
     for case_dir in sorted((refined / "from_intensity").iterdir()):
@@ -52,9 +54,7 @@ def mask_accuracy(seed_dir: Path, refined: Path) -> pd.DataFrame:
                 continue
             truth_path = seed_dir / "data" / "truth" / case_dir.name / "segmentations" / f"{name}.nii.gz"
             truth = np.asarray(load_nifti(truth_path).array) > 0 if truth_path.is_file() else np.zeros_like(mask)
-            hit = int((mask & truth).sum())
-            rows.append({"case": case_dir.name, "lesion": name, "voxels": int(mask.sum()),
-                         "precision": hit / int(mask.sum()), "recall": hit / max(int(truth.sum()), 1)})
+            rows.append({"case": case_dir.name, "lesion": name, **mask_accuracy(mask, truth)})
     return pd.DataFrame(rows, columns=["case", "lesion", "voxels", "precision", "recall"])
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     if not cases:
         print(f"{seed_dir}: no channel blind, nothing grown from intensity (the arm would equal R-Super)")
         return
-    accuracy = mask_accuracy(seed_dir, refined)
+    accuracy = intensity_mask_accuracy(seed_dir, refined)
     print(accuracy.groupby("lesion")[["precision", "recall"]].agg(["mean", "count"]).round(3).to_string())
     cache = seed_dir / "cache_intensity"
     if cache.exists():

@@ -48,6 +48,12 @@ ORGANS = ("pancreas", "kidney", "liver")
 SEARCHED = ("kidney", "pancreas")
 
 
+def mask_accuracy(mask: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Voxels, precision and recall of a non-empty bool ``mask`` against a bool ``truth`` of the same grid."""
+    hit = int((mask & truth).sum())
+    return {"voxels": int(mask.sum()), "precision": hit / int(mask.sum()), "recall": hit / max(int(truth.sum()), 1)}
+
+
 def darkness_masks(seed_dir: Path, findings: CaseFindings) -> tuple[dict[str, np.ndarray], object]:
     """Lesion masks (uint8, the cache grid) of one report CT from its report and its CT alone (module docstring)."""
     cached = load_cached_case(seed_dir / "cache", findings.case_id)
@@ -87,9 +93,7 @@ def write_darkness_case(seed_dir: Path, out: Path, findings: CaseFindings) -> tu
         np.save(folder / "masks" / f"{name}.npy", mask)
         truth = np.load(seed_dir / "cache_truth" / f"{case}_truth" / "masks" / f"{name}.npy") > 0
         if mask.any():
-            hit = int((truth & (mask > 0)).sum())
-            rows.append({"case": case, "lesion": name, "voxels": int(mask.sum()), "precision": hit / int(mask.sum()),
-                         "recall": hit / max(int(truth.sum()), 1)})
+            rows.append({"case": case, "lesion": name, **mask_accuracy(mask > 0, truth)})
     classes = sorted([*cached.masks, *lesion])
     (folder / "meta.json").write_text(json.dumps({**cached.meta, "case_id": case_id, "classes": classes}))
     return {"dir": case_id, "classes": classes, "shape": list(cached.image.shape)}, rows

@@ -201,18 +201,16 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
                 problems.append(f"{organ}: {why}")
                 continue
             warnings.append(f"{organ}: {why}; grown within the whole {organ}")
-        region = region_with_margin(sources.union(group.mask_classes), spacing, options.region_margin_mm)
+        subsegments = sources.union(group.mask_classes)
+        region = region_with_margin(subsegments, spacing, options.region_margin_mm)
         max_p = float(prob[name][region].max()) if region.any() else 0.0
         group_max_p.append((name, max_p))
-        source = "model"
+        source, score, where = "model", prob[name], region
         if name in options.intensity_channels and image is not None and findings.all_hypoattenuating(organ):
-            source, core = "intensity", sources.union(group.mask_classes)
-            grown = grow_tumors(darkness_score(image, core), core, group.diameters_mm, group.volumes_mm3, spacing,
-                                taken=masks[name])
+            source, score, where = "intensity", darkness_score(image, subsegments), subsegments
             from_intensity.append(f"{organ}: the model is blind on it (max p {max_p:.2f} in the {region_text}); "
                                   "grown from the CT's darkest voxels")
-        else:
-            grown = grow_tumors(prob[name], region, group.diameters_mm, group.volumes_mm3, spacing, taken=masks[name])
+        grown = grow_tumors(score, where, group.diameters_mm, group.volumes_mm3, spacing, taken=masks[name])
         for k, tumor in enumerate(grown, start=1):
             masks[name] |= tumor.mask
             agreement = tumor_agreement(prob[name], tumor.mask)
