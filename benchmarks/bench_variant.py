@@ -113,12 +113,18 @@ def main() -> None:
     checkpoint = config.out / "final.pt"
     if not checkpoint.is_file():
         train(config, show_progress=False)
+    evaluate_variant(seed_dir, args.name, checkpoint, args.device, " ".join(args.options))
+
+
+def evaluate_variant(seed_dir: Path, name: str, checkpoint: Path, device: str, what: str) -> None:
+    """Predicts the test CTs with the variant's ``checkpoint`` (no TTA), compares it with the seed's arms, writes
+    ``variant_<name>.csv`` and prints the table (``what``: the variant in words)."""
     plan = DemoPlan.load(seed_dir / "demo_plan.json")
-    plan.device = args.device
-    table = compare(seed_dir, args.name, checkpoint_cases(plan, args.name, checkpoint))
-    with atomic_path(seed_dir / f"variant_{args.name}.csv") as tmp:
+    plan.device = device
+    table = compare(seed_dir, name, checkpoint_cases(plan, name, checkpoint))
+    with atomic_path(seed_dir / f"variant_{name}.csv") as tmp:
         table.to_csv(tmp, index=False)
-    print(f"{seed_dir}: {args.name} ({' '.join(args.options)}) vs the seed's arms, test CTs, no TTA (points)")
+    print(f"{seed_dir}: {name} ({what}) vs the seed's arms, test CTs, no TTA (points)")
     shown = table.copy()
     numeric = shown.columns.drop(["organ", "metric"])
     shown[numeric] = (100 * shown[numeric]).round(1)
