@@ -9,6 +9,8 @@ masks:
 - per tumor organ, over report CTs with a true tumor of that organ: lesion DSC of the refined masks (accepted +
   needs review) versus the raw thresholded predictions of the same model on the same CTs; and of the
   refined masks of accepted CTs versus the rest;
+- per refined tumor: does its ball centre lie on a true tumor, for the confident tumors (refine's agreement
+  >= 0.5) versus the rest (accepted CTs with tumors are too rare to compare at CT level);
 - on the test set: AUROC of (1 - agreement) for "the model is wrong at CT level against the true masks"
   (some organ's call, opened volume >= the demo's 300 mm³, differs from "true mask non-empty").
 
@@ -26,6 +28,9 @@ PRE-REGISTRATION (written before any run of this script; decision rules fixed he
 4. Self-training is called helpful only if, averaged over the 3 organs and the seeds, test lesion DSC
    (mean over all test CTs) rises by >= 2 points AND CT-level F1 falls by no more than 2 points; otherwise it
    is reported as not helping (quick budgets: expected inconclusive).
+5. (Added in session 23 after the pooled numbers of demo seeds 41-45 were seen, so not a pre-registration:)
+   confident refined tumors are more accurate than the rest for an organ when their share of ball centres on a
+   true tumor exceeds the rest's in every seed that has both kinds.
 
 Example:
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_review_refine.py --quick --seeds 0 1 2 --root bench_rr
@@ -44,15 +49,18 @@ import pandas as pd
 
 from rsuper.demo import MODEL_NAMES, DemoPlan, review_and_refine, run_demo
 from rsuper.evaluate.detection import auroc
-from rsuper.review.truth import queue_truth, refined_summary, refined_truth
+from rsuper.review.truth import queue_truth, refined_summary, refined_truth, refined_tumor_summary, \
+    refined_tumor_truth
 
 
-def measure(demo: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(refined-vs-raw per organ, per-CT queue truth) of one finished demo folder."""
+def measure(demo: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(refined-vs-raw per organ, per-CT queue truth, confident-vs-rest refined tumors per organ) of one finished
+    demo folder."""
     data = demo / "data"
     refined = refined_truth(demo / "refine", demo / "refine" / "predictions", data / "truth")
+    tumors = refined_tumor_truth(demo / "refine", demo / "refine" / "predictions", data / "truth")
     organs = pd.read_csv(demo / "review" / "test" / "review_organs.csv")
-    return refined_summary(refined), queue_truth(organs, data / "test")
+    return refined_summary(refined), queue_truth(organs, data / "test"), refined_tumor_summary(tumors)
 
 
 def review_gain_seed(seed_dir: Path, device: str) -> DemoPlan:
@@ -116,11 +124,12 @@ def main() -> None:
             run_demo(plan, log=lambda m: print(f"[seed {seed}] {m}", flush=True))
             plans.append(plan)
             demos.append(plan.out)
-    refined, queues, selftrain = [], [], []
+    refined, queues, confident, selftrain = [], [], [], []
     for i, demo in enumerate(demos):
-        summary, per_ct = measure(demo)
+        summary, per_ct, tumors = measure(demo)
         refined.append(summary.assign(seed=demo.name))
         queues.append(per_ct.assign(seed=demo.name))
+        confident.append(tumors.assign(seed=demo.name))
         if args.self_train:
             plan = plans[i] if plans else DemoPlan.load(demo / "demo_plan.json")
             baseline, tta = ((demo / "predictions" / "none" / MODEL_NAMES[1], "none") if args.gain_out
@@ -135,6 +144,11 @@ def main() -> None:
     print(agg.mean().round(3).to_string())
     print("SD over seeds:")
     print(agg.std().round(3).to_string())
+    confident_all = pd.concat(confident, ignore_index=True)
+    print("\nRefined tumors whose ball centre lies on a true tumor: confident (agreement >= 0.5) vs the rest:")
+    print(confident_all.round(3).to_string(index=False))
+    columns = ["on_tumor_confident", "on_tumor_rest", "auroc_agreement"]
+    print(confident_all.groupby("lesion_class")[columns].agg(["mean", "std"]).round(3).to_string())
     queue_all = pd.concat(queues, ignore_index=True)
     per_seed = {str(s): (auroc(g["model_wrong"].to_numpy(bool), 1 - g["agreement"].to_numpy(float))
                          if 0 < g["model_wrong"].sum() < len(g) else float("nan")) for s, g in queue_all.groupby("seed")}

@@ -5,14 +5,19 @@
   wrong" says whether the queue puts the wrong CTs first.
 - :func:`refined_truth`: per refined CT and organ, the lesion DSC of the refined mask and of the raw
   thresholded prediction against the true mask (in the true mask's grid; ``rsuper.evaluate.collect.on_grid``).
+- :func:`refined_tumor_truth`: per refined tumor, whether its ball centre lies on a true tumor, next to refine's
+  agreement (how much of the tumor the model calls tumor); :func:`refined_tumor_summary` compares the confident
+  tumors (agreement >= 0.5) with the rest.
 
 Example:
     >>> per_ct = queue_truth(organs, "data/test"); queue_auroc(per_ct)
     >>> table = refined_truth("refined", "refined/predictions", "data/truth"); refined_summary(table)
+    >>> tumors = refined_tumor_truth("refined", "refined/predictions", "data/truth"); refined_tumor_summary(tumors)
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -87,4 +92,49 @@ def refined_summary(table: pd.DataFrame) -> pd.DataFrame:
                      "dsc_refined": g["dsc_refined"].mean(), "accepted": len(accepted),
                      "dsc_refined_accepted": accepted["dsc_refined"].mean() if len(accepted) else float("nan"),
                      "dsc_refined_rest": rest["dsc_refined"].mean() if len(rest) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+CONFIDENT_AGREEMENT = 0.5  # refined tumors the model calls tumor over at least half of their voxels
+
+
+def refined_tumor_truth(refine_out: str | os.PathLike[str], pred_dir: str | os.PathLike[str],
+                        masks_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Per refined tumor of ``refine_tumors.csv``: lesion class, source, agreement and ``on_true_tumor`` (its ball
+    centre, an index of the prediction's grid ``pred_dir/<case>/probabilities/<lesion>.nii.gz``, mapped through
+    world mm into the true mask's grid, lies on a true tumor); tumors without a true mask or probability are
+    left out."""
+    table = pd.read_csv(Path(refine_out) / "refine_tumors.csv")
+    rows, grids = [], {}
+    for record in table.to_dict("records"):
+        case_id, lesion_class = record["case_id"], record["lesion_class"]
+        key = (case_id, lesion_class)
+        if key not in grids:
+            prob_path = Path(pred_dir) / case_id / "probabilities" / f"{lesion_class}.nii.gz"
+            truth = load_truth_mask(Path(masks_dir), case_id, lesion_class)
+            grids[key] = None if truth is None or not prob_path.is_file() else (load_nifti(prob_path).affine, truth)
+        if grids[key] is None:
+            continue
+        affine, truth = grids[key]
+        world = affine @ np.append(np.asarray(json.loads(record["centre_vox"]), dtype=float), 1.0)
+        index = np.rint(np.linalg.solve(truth.affine, world)[:3]).astype(int)
+        inside = bool(np.all(index >= 0) and np.all(index < truth.array.shape))
+        rows.append({"case_id": case_id, "lesion_class": lesion_class, "source": record.get("source", "model"),
+                     "agreement": float(record["agreement"]),
+                     "on_true_tumor": inside and bool(truth.array[tuple(index)])})
+    return pd.DataFrame(rows)
+
+
+def refined_tumor_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per lesion class: refined tumors, the share on a true tumor among the confident ones (agreement >= 0.5)
+    and the rest, and the AUROC of agreement for "on a true tumor" (NaN when a side is empty)."""
+    rows = []
+    for lesion_class, g in table.groupby("lesion_class", sort=True):
+        on = g["on_true_tumor"].to_numpy(bool)
+        confident = g["agreement"].to_numpy(float) >= CONFIDENT_AGREEMENT
+        rows.append({"lesion_class": lesion_class, "tumors": len(g), "confident": int(confident.sum()),
+                     "on_tumor_confident": on[confident].mean() if confident.any() else float("nan"),
+                     "on_tumor_rest": on[~confident].mean() if (~confident).any() else float("nan"),
+                     "auroc_agreement": float(auroc(on, g["agreement"].to_numpy(float)))
+                     if 0 < on.sum() < len(on) else float("nan")})
     return pd.DataFrame(rows)
