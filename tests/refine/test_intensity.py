@@ -90,3 +90,13 @@ def test_without_the_option_or_where_the_model_sees_nothing_is_grown_from_intens
     on = refine_cases(pred, tumors, seeing / "out", [data], RefineOptions(intensity_where_blind=True))
     assert set(on["status"]) == {"accepted"}
     assert not pd.read_csv(seeing / "out" / "refine_channels.csv")["blind"].any()
+
+
+def test_a_blind_channel_without_the_ct_is_grown_from_the_model_with_the_reason(tmp_path):
+    reports = {f"hypo{i}": hypo_tail_report(f"hypo{i}") for i in range(3)}
+    data, pred, tumors = write_cases(tmp_path, reports, blind_model())
+    (data / "hypo0" / "ct.nii.gz").unlink()
+    table = refine_cases(pred, tumors, tmp_path / "out", [data], RefineOptions(intensity_where_blind=True))
+    table = table.set_index("case_id")
+    assert table.loc["hypo1", "status"] == "from intensity" and table.loc["hypo0", "status"] == "needs review"
+    assert "pancreas: the model is blind on it, but no ct.nii.gz of this case" in table.loc["hypo0", "reasons"]

@@ -206,10 +206,14 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
         max_p = float(prob[name][region].max()) if region.any() else 0.0
         group_max_p.append((name, max_p))
         source, score, where = "model", prob[name], region
-        if name in options.intensity_channels and image is not None and findings.all_hypoattenuating(organ):
-            source, score, where = "intensity", darkness_score(image, subsegments), subsegments
-            from_intensity.append(f"{organ}: the model is blind on it (max p {max_p:.2f} in the {region_text}); "
-                                  "grown from the CT's darkest voxels")
+        if name in options.intensity_channels and findings.all_hypoattenuating(organ):
+            if image is None:
+                warnings.append(f"{organ}: the model is blind on it, but no ct.nii.gz of this case is in DATASET "
+                                "or a --masks-dir; grown from the model")
+            else:
+                source, score, where = "intensity", darkness_score(image, subsegments), subsegments
+                from_intensity.append(f"{organ}: the model is blind on it (max p {max_p:.2f} in the "
+                                      f"{region_text}); grown from the CT's darkest voxels")
         grown = grow_tumors(score, where, group.diameters_mm, group.volumes_mm3, spacing, taken=masks[name])
         for k, tumor in enumerate(grown, start=1):
             masks[name] |= tumor.mask
