@@ -9,11 +9,14 @@ through the same crop and augmentation as the labels; the segmentation loss neve
 
 Reading (pre-registered in the session's note): if this arm closes most of the R-Super -> all-masks gap, the
 model's placement of the balls is what limits report supervision; if not, the loss itself (its weight, the
-unknown rest of the sub-segment) is. Output: ``variant_oracle-placement.csv`` in the seed folder, as bench_variant
-writes it; summarise with ``bench_variant.py SEEDS... --name oracle-placement --summarise``.
+unknown rest of the sub-segment) is; ``--set`` changes that loss on top (e.g. its weight λ). Output:
+``variant_<name>.csv`` in the seed folder, as bench_variant writes it; summarise with
+``bench_variant.py SEEDS... --name <name> --summarise``.
 
 Example (measured 2026-12-05 on the 2-core CPU box, three seeds side by side at 1 thread each):
     PYTHONPATH=src:benchmarks python benchmarks/bench_oracle_placement.py gain_out/demo/seed44
+    PYTHONPATH=src:benchmarks python benchmarks/bench_oracle_placement.py gain_out/demo/seed44 \
+        --name oracle-lambda1 --set loss.report_weight=1.0
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from unittest import mock
 import numpy as np
 import torch
 from bench_gain import TRUTH_SUFFIX  # this folder is on sys.path when the script runs
-from bench_variant import evaluate_variant, variant_config
+from bench_variant import evaluate_variant, parse_options, variant_config
 
 from rsuper import labels
 from rsuper.data.dataset import TrainingDataset
@@ -83,9 +86,10 @@ class OraclePlacementLoss(ReportSupervisedLoss):
             return super().forward(final_logits, aux_logits, batch)
 
 
-def train_oracle(seed_dir: Path, device: str) -> Path:
-    """Trains the arm into ``runs/oracle-placement`` (resumes); returns its final checkpoint."""
-    config = variant_config(seed_dir, NAME, {}, device)
+def train_oracle(seed_dir: Path, name: str, options: dict[str, object], device: str) -> Path:
+    """Trains the arm (R-Super's run file with ``options``) into ``runs/<name>`` (resumes); returns its final
+    checkpoint."""
+    config = variant_config(seed_dir, name, options, device)
     checkpoint = config.out / "final.pt"
     if checkpoint.is_file():
         return checkpoint
@@ -112,12 +116,16 @@ def train_oracle(seed_dir: Path, device: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
+    parser.add_argument("--name", default=NAME, help="the arm's folder name")
+    parser.add_argument("--set", dest="options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig options on top of the oracle, e.g. loss.report_weight=1.0")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if not (args.seed_dir / "cache_truth").is_dir():
         raise SystemExit(f"{args.seed_dir / 'cache_truth'} not found: run bench_gain on this seed first")
-    evaluate_variant(args.seed_dir, NAME, train_oracle(args.seed_dir, args.device), args.device,
-                     "Ball Loss placed on the true tumors")
+    checkpoint = train_oracle(args.seed_dir, args.name, parse_options(args.options), args.device)
+    evaluate_variant(args.seed_dir, args.name, checkpoint, args.device,
+                     " ".join(["Ball Loss placed on the true tumors", *args.options]))
 
 
 if __name__ == "__main__":
