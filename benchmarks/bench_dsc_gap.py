@@ -25,7 +25,7 @@ import pandas as pd
 
 from rsuper import labels
 from rsuper.evaluate.collect import load_truth_mask, on_grid
-from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
+from rsuper.infer.predict import PROBABILITY_SCALE, PredictOptions, Predictor, find_ct_inputs, predict_cases
 from rsuper.io import load_nifti
 from rsuper.refine.run import RefineOptions, predict_for_refine, refine_cases
 from rsuper.reports.tables import read_tumors_csv
@@ -74,7 +74,7 @@ def threshold_sweep(seed_dir: Path, arm: str) -> pd.DataFrame:
             truth = load_truth_mask(seed_dir / "data" / "test", case.name, lesion_class)
             if truth is None or not truth.array.any():
                 continue
-            prob = on_grid(load_nifti(path), truth).array.astype(np.float32)
+            prob = on_grid(load_nifti(path), truth).array.astype(np.float32) / PROBABILITY_SCALE  # uint8 on disk
             row = {"organ": labels.ORGAN_OF_LESION_CLASS[lesion_class], "arm": arm,
                    "p_in_tumor": 100 * float(prob[truth.array].mean())}
             for threshold in THRESHOLDS:
