@@ -10,8 +10,10 @@ per-side kidney numbers) with the variant minus R-Super, printed and written to 
 seed folder.
 
 ``--summarise SEED_DIR ...`` reads finished ``variant_<name>.csv`` files of several seeds and prints, per organ
-and metric, each seed's variant - R-Super and the mean and SD over seeds (a seed without the file is listed as
-missing, e.g. one where the variant equals R-Super by construction).
+and metric, each seed's variant - R-Super, its mean and SD over seeds, each arm's mean, and the share of the
+R-Super -> all-masks gap the variant closes, (variant - R-Super) / (all-masks - R-Super) of the means (blank for a
+gap under 1 point); a seed without the file is listed as missing, e.g. one where the variant equals R-Super by
+construction.
 
 Example (rank-weighted Ball Loss positives on a bench_gain demo seed; measured 2026-12-05 on the 2-core CPU box,
 two variants side by side at 1 thread each: ~14 min of training and ~2 min of prediction per variant):
@@ -87,7 +89,12 @@ def summarise(seed_dirs: list[Path], name: str) -> pd.DataFrame:
         raise SystemExit("nothing to summarise")
     table = pd.concat([t.assign(seed=seed) for seed, t in found.items()])
     wide = table.pivot_table(index=["organ", "metric"], columns="seed", values="variant - R-Super", sort=False)
-    return (100 * wide.assign(mean=wide.mean(axis=1), sd=wide.std(axis=1))).round(1)
+    arms = table.groupby(["organ", "metric"], sort=False)[[*gain.ARMS, name]].mean()
+    gap = arms["all-masks"] - arms["R-Super"]
+    closure = (arms[name] - arms["R-Super"]) / gap.where(gap.abs() >= 0.01)
+    return pd.concat([(100 * wide.assign(mean=wide.mean(axis=1), sd=wide.std(axis=1))).round(1),
+                      (100 * arms.add_prefix("mean ")).round(1),
+                      closure.round(2).rename("closure of R-Super -> all-masks")], axis=1)
 
 
 def main() -> None:
