@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_gain import refine_report_cts  # this folder is on sys.path when the script runs
 
 from rsuper import labels
 from rsuper.evaluate.collect import load_truth_mask, on_grid
 from rsuper.infer.predict import PROBABILITY_SCALE, PredictOptions, Predictor, find_ct_inputs, predict_cases
 from rsuper.io import load_nifti
-from rsuper.refine.run import RefineOptions, predict_for_refine, refine_cases
-from rsuper.reports.tables import read_tumors_csv
+from rsuper.refine.run import RefineOptions
 from rsuper.review.truth import refined_tumor_truth
 
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
@@ -53,12 +53,8 @@ def test_decomposition(seed_dirs: list[Path], arms: list[str]) -> pd.DataFrame:
 def placement(seed_dir: Path, arm: str) -> pd.DataFrame:
     """Reading 2 for one seed and arm: one row per refined tumor (refines first when needed)."""
     out = seed_dir / "diag_place" / arm
-    tumors = seed_dir / "extract" / "tumors.csv"
     if not (out / "refine_tumors.csv").is_file():
-        predict_for_refine(seed_dir / "runs" / arm / "final.pt", seed_dir / "data" / "reports",
-                           sorted(read_tumors_csv(tumors)), out / "predictions", tta="none")
-        refine_cases(out / "predictions", tumors, out, [seed_dir / "data" / "reports", seed_dir / "organs"],
-                     RefineOptions())
+        refine_report_cts(seed_dir, seed_dir / "runs" / arm / "final.pt", out, RefineOptions(), tta="none")
     return refined_tumor_truth(out, out / "predictions", seed_dir / "data" / "truth").assign(arm=arm)
 
 

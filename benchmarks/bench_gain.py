@@ -97,7 +97,9 @@ from rsuper.evaluate.collect import load_report_truth, load_truth_mask, on_grid,
 from rsuper.evaluate.overlap import DEFAULT_NSD_TOLERANCE_MM
 from rsuper.evaluate.run import per_case_table
 from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
+from rsuper.refine.run import RefineOptions, predict_for_refine, refine_cases
 from rsuper.reports.pipeline import run_extraction
+from rsuper.reports.tables import read_tumors_csv
 
 FAMILIES = ("demo", "realct")
 TTA_CHOICES = ("none", "mirror")
@@ -215,6 +217,17 @@ def train_arms(plan: DemoPlan, parallel: bool, log: Log) -> dict[str, Path]:
     else:
         done.update({name: _train_once(config, log) for name, config in todo.items()})
     return {name: done[name] for name in gain.ARMS}
+
+
+def refine_report_cts(seed_dir: Path, checkpoint: Path, out: Path, options: RefineOptions, device: str = "cpu",
+                      tta: str = "auto") -> Path:
+    """``rsuper refine --checkpoint CHECKPOINT`` of a finished seed's report CTs into ``out`` (predictions with
+    ``tta`` in ``out/predictions``; finished cases are kept); returns ``out``."""
+    tumors = seed_dir / "extract" / "tumors.csv"
+    predict_for_refine(checkpoint, seed_dir / "data" / "reports", sorted(read_tumors_csv(tumors)),
+                       out / "predictions", device=device, tta=tta)
+    refine_cases(out / "predictions", tumors, out, [seed_dir / "data" / "reports", seed_dir / "organs"], options)
+    return out
 
 
 def run_folder(tta: str, split: str = "test") -> str:

@@ -23,25 +23,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_pseudo_masks import mask_accuracy  # this folder is on sys.path when the script runs
+from bench_gain import refine_report_cts  # this folder is on sys.path when the script runs
+from bench_pseudo_masks import mask_accuracy
 
 from rsuper.data.cases import find_mask_files
 from rsuper.data.preprocess import prepare_dataset
 from rsuper.demo import DemoPlan
 from rsuper.io import load_nifti
-from rsuper.refine.run import RefineOptions, predict_for_refine, refine_cases
-from rsuper.reports.tables import read_tumors_csv
+from rsuper.refine.run import RefineOptions
 
 
 def refine_with_stage1(seed_dir: Path, device: str) -> Path:
     """``rsuper refine --checkpoint runs/stage1/final.pt --intensity-where-blind`` on the seed's report CTs."""
-    out = seed_dir / "refine_stage1"
-    tumors = seed_dir / "extract" / "tumors.csv"
-    predict_for_refine(seed_dir / "runs" / "stage1" / "final.pt", seed_dir / "data" / "reports",
-                       sorted(read_tumors_csv(tumors)), out / "predictions", device=device)
-    refine_cases(out / "predictions", tumors, out, [seed_dir / "data" / "reports", seed_dir / "organs"],
-                 RefineOptions(intensity_where_blind=True))
-    return out
+    return refine_report_cts(seed_dir, seed_dir / "runs" / "stage1" / "final.pt", seed_dir / "refine_stage1",
+                             RefineOptions(intensity_where_blind=True), device)
 
 
 def intensity_mask_accuracy(seed_dir: Path, refined: Path) -> pd.DataFrame:

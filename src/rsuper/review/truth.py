@@ -101,9 +101,9 @@ CONFIDENT_AGREEMENT = 0.5  # refined tumors the model calls tumor over at least 
 def refined_tumor_truth(refine_out: str | os.PathLike[str], pred_dir: str | os.PathLike[str],
                         masks_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Per refined tumor of ``refine_tumors.csv``: lesion class, source, agreement and ``on_true_tumor`` (its ball
-    centre, an index of the prediction's grid ``pred_dir/<case>/probabilities/<lesion>.nii.gz``, mapped through
-    world mm into the true mask's grid, lies on a true tumor); tumors without a true mask or probability are
-    left out."""
+    centre, a voxel index of the CT's grid, which ``rsuper predict`` gives ``pred_dir/<case>/probabilities/
+    <lesion>.nii.gz``, mapped through world mm into the true mask's grid, lies on a true tumor); tumors without a
+    true mask or probability are left out."""
     table = pd.read_csv(Path(refine_out) / "refine_tumors.csv")
     rows, grids = [], {}
     for record in table.to_dict("records"):
