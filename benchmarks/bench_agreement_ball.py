@@ -10,7 +10,9 @@ its balls tumor:
 (P_b = the sample's Ball-Loss positives of this step, p = the model's probability; a_b is a constant, recomputed
 every step). A sample whose balls the model agrees with trains at λ K (K = 10: λ 1 at the paper's 0.1); one it
 does not see stays at λ. Everything else is the seed's R-Super run (same stage 1, data, steps, batches, Volume
-Loss). The mean a of each step's report samples is written to ``runs/<name>/agreement_trace.csv`` (one row per batch with report samples).
+Loss). ``--trust contrast`` subtracts the share of the rest of the reported sub-segment (outside the Ball Loss's
+zone) the model calls tumor, clipped at 0, so that a channel calling its whole sub-segment earns no trust. The mean
+a of each batch with report samples is written to ``runs/<name>/agreement_trace.csv``.
 
 Output: ``variant_<name>.csv`` in the seed folder, as bench_variant writes it; summarise with
 ``bench_variant.py SEEDS... --name agreement-ball --summarise``. Not a core option: it enters the recipe only if
@@ -18,6 +20,8 @@ it wins its pre-registered rule on both phantom families.
 
 Example (2026-12-05, 2-core CPU box, six seeds side by side at 1 thread each):
     PYTHONPATH=src:benchmarks python benchmarks/bench_agreement_ball.py gain_out/demo/seed44
+    PYTHONPATH=src:benchmarks python benchmarks/bench_agreement_ball.py gain_out/demo/seed44 --trust contrast \
+        --name contrast-ball
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class AgreementBallLoss(ReportSupervisedLoss):
         region = report_region(batch["region"], self.spacing_mm, unknown=batch["unknown"])
         known = known_mask(batch["unknown"], self.spacing_mm)
         prob = torch.sigmoid(select_channel(final_logits.float(), region.channel)).detach()
+        reported = select_channel(batch["region"], region.channel) > 0.5  # the reported sub-segment, undilated
         extra, agreements = final_logits.float().sum() * 0.0, []
         for b in torch.nonzero(region.has_region).flatten().tolist():
             one = slice(b, b + 1)
@@ -74,10 +79,9 @@ class AgreementBallLoss(ReportSupervisedLoss):
                     margin=self.ball.margin, volume_mode=self.ball.volume_mode,
                     rank_weighted=self.ball.rank_weighted, border_dilation_mm=self.ball.border_dilation_mm,
                 )
-            positive = captured[0].positive[0]
-            if not bool(positive.any()):
+            if not bool(captured[0].positive.any()):
                 continue
-            agreement = float((prob[b][positive] >= CALL_THRESHOLD).float().mean())
+            agreement = self.trust(prob[b], captured[0], reported[b])
             agreements.append(agreement)
             extra = extra + agreement * sample_loss
         if agreements:
@@ -86,8 +90,29 @@ class AgreementBallLoss(ReportSupervisedLoss):
         losses["total"] = losses["total"] + scale * extra
         return losses
 
+    @staticmethod
+    def trust(prob: torch.Tensor, labels: Any, reported: torch.Tensor) -> float:
+        """a_b: the share of the sample's Ball positives the model calls tumor (prob, reported: (X, Y, Z))."""
+        return float((prob[labels.positive[0]] >= CALL_THRESHOLD).float().mean())
 
-def train_agreement(seed_dir: Path, name: str, options: dict[str, object], device: str) -> Path:
+
+class ContrastBallLoss(AgreementBallLoss):
+    """The same, with a_b = max(0, share of the positives called - share of the rest of the reported sub-segment
+    called, outside the Ball Loss's zone): a model that calls its whole sub-segment tumor earns no trust."""
+
+    @staticmethod
+    def trust(prob: torch.Tensor, labels: Any, reported: torch.Tensor) -> float:
+        called = prob >= CALL_THRESHOLD
+        background = reported & ~labels.background_zone[0]
+        rest = float(called[background].float().mean()) if bool(background.any()) else 0.0
+        return max(0.0, float(called[labels.positive[0]].float().mean()) - rest)
+
+
+TRUST = {"agreement": AgreementBallLoss, "contrast": ContrastBallLoss}
+
+
+def train_agreement(seed_dir: Path, name: str, options: dict[str, object], device: str,
+                    loss_class: type[AgreementBallLoss] = AgreementBallLoss) -> Path:
     """Trains the arm (R-Super's run file with ``options``) into ``runs/<name>`` (resumes); returns its final
     checkpoint."""
     config = variant_config(seed_dir, name, options, device)
@@ -98,7 +123,7 @@ def train_agreement(seed_dir: Path, name: str, options: dict[str, object], devic
 
     def agreement_loss(*args: Any, **kwargs: Any) -> AgreementBallLoss:
         loss = build_loss(*args, **kwargs)
-        loss.__class__ = AgreementBallLoss
+        loss.__class__ = loss_class
         loss.trace = trace
         return loss  # type: ignore[return-value]
 
@@ -115,9 +140,13 @@ def main() -> None:
     parser.add_argument("--name", default=NAME, help="the arm's folder name")
     parser.add_argument("--set", dest="options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="TrainConfig options on top, e.g. loss.report_weight=0.2")
+    parser.add_argument("--trust", choices=sorted(TRUST), default="agreement",
+                        help="a_b: agreement = share of the positives called; contrast = that minus the share of the "
+                             "rest of the reported sub-segment called (clipped at 0)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    checkpoint = train_agreement(args.seed_dir, args.name, parse_options(args.options), args.device)
+    checkpoint = train_agreement(args.seed_dir, args.name, parse_options(args.options), args.device,
+                                 TRUST[args.trust])
     evaluate_variant(args.seed_dir, args.name, checkpoint, args.device,
                      " ".join([f"Ball Loss x (1 + {TRUSTED_GAIN - 1:g} agreement)", *args.options]))
 
