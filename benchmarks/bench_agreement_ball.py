@@ -26,7 +26,6 @@ Example (2026-12-05, 2-core CPU box, six seeds side by side at 1 thread each):
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,13 @@ from unittest import mock
 
 import pandas as pd
 import torch
-from bench_variant import evaluate_variant, parse_options, variant_config  # this folder is on sys.path
+from bench_variant import (  # this folder is on sys.path
+    arm_parser,
+    check_arm_name,
+    evaluate_variant,
+    parse_options,
+    variant_config,
+)
 
 from rsuper.atomic import atomic_path
 from rsuper.losses import ball as ball_module
@@ -135,16 +140,12 @@ def train_agreement(seed_dir: Path, name: str, options: dict[str, object], devic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
-    parser.add_argument("--name", default=NAME, help="the arm's folder name")
-    parser.add_argument("--set", dest="options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="TrainConfig options on top, e.g. loss.report_weight=0.2")
+    parser = arm_parser(__doc__, NAME)
     parser.add_argument("--trust", choices=sorted(TRUST), default="agreement",
                         help="a_b: agreement = share of the positives called; contrast = that minus the share of the "
                              "rest of the reported sub-segment called (clipped at 0)")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    check_arm_name(args.name)
     checkpoint = train_agreement(args.seed_dir, args.name, parse_options(args.options), args.device,
                                  TRUST[args.trust])
     evaluate_variant(args.seed_dir, args.name, checkpoint, args.device,

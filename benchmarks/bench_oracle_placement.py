@@ -21,7 +21,6 @@ Example (measured 2026-12-05 on the 2-core CPU box, three seeds side by side at 
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from unittest import mock
 import numpy as np
 import torch
 from bench_gain import TRUTH_SUFFIX  # this folder is on sys.path when the script runs
-from bench_variant import evaluate_variant, parse_options, variant_config
+from bench_variant import arm_parser, check_arm_name, evaluate_variant, parse_options, variant_config
 
 from rsuper import labels
 from rsuper.data.dataset import TrainingDataset
@@ -114,13 +113,8 @@ def train_oracle(seed_dir: Path, name: str, options: dict[str, object], device: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
-    parser.add_argument("--name", default=NAME, help="the arm's folder name")
-    parser.add_argument("--set", dest="options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="TrainConfig options on top of the oracle, e.g. loss.report_weight=1.0")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = arm_parser(__doc__, NAME).parse_args()
+    check_arm_name(args.name)
     if not (args.seed_dir / "cache_truth").is_dir():
         raise SystemExit(f"{args.seed_dir / 'cache_truth'} not found: run bench_gain on this seed first")
     checkpoint = train_oracle(args.seed_dir, args.name, parse_options(args.options), args.device)

@@ -97,6 +97,23 @@ def summarise(seed_dirs: list[Path], name: str) -> pd.DataFrame:
                       closure.round(2).rename("closure of R-Super -> all-masks")], axis=1)
 
 
+def check_arm_name(name: str) -> None:
+    """Refuses an arm name that is one of the seed's own arms or not a plain folder name."""
+    if name in gain.ARMS or "/" in name or name.startswith("."):
+        raise SystemExit(f"--name must be a new folder name, not {name!r}")
+
+
+def arm_parser(description: str, name: str) -> argparse.ArgumentParser:
+    """The command line of a one-seed arm script built on this one: SEED_DIR, --name, --set, --device."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("seed_dir", type=Path, help="a finished bench_gain seed folder (OUT/<family>/seed<N>)")
+    parser.add_argument("--name", default=name, help="the arm's folder name")
+    parser.add_argument("--set", dest="options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig options on top, e.g. loss.report_weight=1.0")
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seed_dir", type=Path, nargs="+", help="a finished bench_gain seed folder "
@@ -111,8 +128,7 @@ def main() -> None:
         print(f"{args.name} - R-Super, test CTs, no TTA (points)")
         print(summarise(args.seed_dir, args.name).to_string())
         return
-    if args.name in gain.ARMS or "/" in args.name or args.name.startswith("."):
-        raise SystemExit(f"--name must be a new folder name, not {args.name!r}")
+    check_arm_name(args.name)
     if len(args.seed_dir) != 1 or not args.options:
         raise SystemExit("training a variant needs one seed folder and --set KEY=VALUE ...")
     seed_dir = args.seed_dir[0]
