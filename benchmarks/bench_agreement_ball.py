@@ -43,6 +43,7 @@ from bench_variant import (  # this folder is on sys.path
 
 from rsuper.atomic import atomic_path
 from rsuper.losses import ball as ball_module
+from rsuper.losses.ball import BallPseudoLabels
 from rsuper.losses.combine import ReportSupervisedLoss
 from rsuper.losses.region import ReportRegion, report_region, select_channel
 from rsuper.losses.segmentation import known_mask
@@ -70,13 +71,13 @@ class AgreementBallLoss(ReportSupervisedLoss):
         extra, agreements = final_logits.float().sum() * 0.0, []
         for b in torch.nonzero(region.has_region).flatten().tolist():
             one = slice(b, b + 1)
-            captured: list[Any] = []
+            captured: list[BallPseudoLabels] = []
+            original = ball_module.ball_pseudo_labels
 
-            def capture(*args: Any, **kwargs: Any) -> Any:
+            def capture(*args: Any, **kwargs: Any) -> BallPseudoLabels:
                 captured.append(original(*args, **kwargs))
                 return captured[-1]
 
-            original = ball_module.ball_pseudo_labels
             with mock.patch.object(ball_module, "ball_pseudo_labels", capture):
                 sample_loss = ball_module.ball_loss_in_region(
                     final_logits[one], ReportRegion(region.has_region[one], region.channel[one], region.dilated[one]),
@@ -96,7 +97,7 @@ class AgreementBallLoss(ReportSupervisedLoss):
         return losses
 
     @staticmethod
-    def trust(prob: torch.Tensor, labels: Any, reported: torch.Tensor) -> float:
+    def trust(prob: torch.Tensor, labels: BallPseudoLabels, reported: torch.Tensor) -> float:
         """a_b: the share of the sample's Ball positives the model calls tumor (prob, reported: (X, Y, Z))."""
         return float((prob[labels.positive[0]] >= CALL_THRESHOLD).float().mean())
 
@@ -106,7 +107,7 @@ class ContrastBallLoss(AgreementBallLoss):
     called, outside the Ball Loss's zone): a model that calls its whole sub-segment tumor earns no trust."""
 
     @staticmethod
-    def trust(prob: torch.Tensor, labels: Any, reported: torch.Tensor) -> float:
+    def trust(prob: torch.Tensor, labels: BallPseudoLabels, reported: torch.Tensor) -> float:
         called = prob >= CALL_THRESHOLD
         background = reported & ~labels.background_zone[0]
         rest = float(called[background].float().mean()) if bool(background.any()) else 0.0
