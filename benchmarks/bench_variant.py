@@ -1,7 +1,7 @@
 """One more stage-2 arm on a finished bench_gain seed: a paired test of a training option.
 
-The variant arm is the seed's R-Super run file (``runs/R-Super/config.yaml``: same stage 1, data, steps, schedule,
-seed and so the same sampled batches) with the given options set; it trains into ``runs/<name>``, predicts the
+The variant arm is the seed's R-Super run file, or another arm's with ``--base`` (``runs/<arm>/config.yaml``: same
+stage 1, data, steps, schedule, seed and so the same sampled batches) with the given options set; it trains into ``runs/<name>``, predicts the
 test CTs without TTA into ``predictions/none/<name>``, is evaluated as bench_gain evaluates its arms
 (``eval/none/<name>.csv``) and compared per tumor organ with the seed's three arms. Every step resumes.
 
@@ -51,9 +51,10 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-def variant_config(seed_dir: Path, name: str, options: dict[str, object], device: str) -> TrainConfig:
-    """The seed's R-Super run file with ``options`` set, training into ``runs/<name>`` on ``device``."""
-    base = seed_dir / "runs" / "R-Super" / "config.yaml"
+def variant_config(seed_dir: Path, name: str, options: dict[str, object], device: str,
+                   base_arm: str = "R-Super") -> TrainConfig:
+    """The run file of the seed's arm ``base_arm`` with ``options`` set, training into ``runs/<name>`` on ``device``."""
+    base = seed_dir / "runs" / base_arm / "config.yaml"
     if not base.is_file():
         raise SystemExit(f"{base} not found: run bench_gain on this seed first")
     return TrainConfig.from_yaml(base).updated({**options, "out": seed_dir / "runs" / name, "device": device})
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="the variant arm's folder name, e.g. rank-weighted")
     parser.add_argument("--set", dest="options", nargs="+", metavar="KEY=VALUE",
                         help="TrainConfig options of the variant (dotted paths), e.g. loss.ball.rank_weighted=true")
+    parser.add_argument("--base", default="R-Super", choices=gain.ARMS,
+                        help="the arm whose run file the variant starts from (default R-Super)")
     parser.add_argument("--summarise", action="store_true", help="only summarise finished seeds (module docstring)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -132,7 +135,7 @@ def main() -> None:
     if len(args.seed_dir) != 1 or not args.options:
         raise SystemExit("training a variant needs one seed folder and --set KEY=VALUE ...")
     seed_dir = args.seed_dir[0]
-    config = variant_config(seed_dir, args.name, parse_options(args.options), args.device)
+    config = variant_config(seed_dir, args.name, parse_options(args.options), args.device, args.base)
     checkpoint = config.out / "final.pt"
     if not checkpoint.is_file():
         train(config, show_progress=False)
