@@ -1,9 +1,10 @@
 """One more stage-2 arm on a finished bench_gain seed: a paired test of a training option.
 
 The variant arm is the seed's R-Super run file, or another arm's with ``--base`` (``runs/<arm>/config.yaml``: same
-stage 1, data, steps, schedule, seed and so the same sampled batches) with the given options set; it trains into ``runs/<name>``, predicts the
-test CTs without TTA into ``predictions/none/<name>``, is evaluated as bench_gain evaluates its arms
-(``eval/none/<name>.csv``) and compared per tumor organ with the seed's three arms. Every step resumes.
+stage 1, data, steps, schedule, seed and so the same sampled batches) with the given options set; it trains into
+``runs/<name>``, predicts the test CTs without TTA into ``predictions/none/<name>``, is evaluated as bench_gain
+evaluates its arms (``eval/none/<name>.csv``) and compared per tumor organ with the seed's three arms. Every step
+resumes.
 
 Output: a table per organ (AUROC of the predicted volume, DSC on tumor CTs, F1 at the validation threshold,
 per-side kidney numbers) with the variant minus R-Super, printed and written to ``variant_<name>.csv`` in the
