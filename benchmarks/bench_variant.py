@@ -11,7 +11,7 @@ per-side kidney numbers) with the variant minus R-Super, printed and written to 
 seed folder.
 
 ``--summarise SEED_DIR ...`` reads finished ``variant_<name>.csv`` files of several seeds and prints, per organ
-and metric, each seed's variant - R-Super, its mean and SD over seeds, each arm's mean, and the share of the
+and metric, each seed's variant - R-Super (or - the ``--base`` arm), its mean and SD over seeds, each arm's mean, and the share of the
 R-Super -> all-masks gap the variant closes, (variant - R-Super) / (all-masks - R-Super) of the means (blank for a
 gap under 1 point); a seed without the file is listed as missing, e.g. one where the variant equals R-Super by
 construction.
@@ -81,8 +81,9 @@ def compare(seed_dir: Path, name: str, variant_cases: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def summarise(seed_dirs: list[Path], name: str) -> pd.DataFrame:
-    """Per organ and metric: variant - R-Super of each seed (points) with the mean and SD over the seeds."""
+def summarise(seed_dirs: list[Path], name: str, against: str = "R-Super") -> pd.DataFrame:
+    """Per organ and metric: variant - ``against`` (one of the seed's arms) of each seed (points) with the mean and SD
+    over the seeds."""
     found = {d.name: pd.read_csv(d / f"variant_{name}.csv") for d in seed_dirs if (d / f"variant_{name}.csv").is_file()}
     missing = [d.name for d in seed_dirs if d.name not in found]
     if missing:
@@ -90,7 +91,8 @@ def summarise(seed_dirs: list[Path], name: str) -> pd.DataFrame:
     if not found:
         raise SystemExit("nothing to summarise")
     table = pd.concat([t.assign(seed=seed) for seed, t in found.items()])
-    wide = table.pivot_table(index=["organ", "metric"], columns="seed", values="variant - R-Super", sort=False)
+    table["difference"] = table[name] - table[against]
+    wide = table.pivot_table(index=["organ", "metric"], columns="seed", values="difference", sort=False)
     arms = table.groupby(["organ", "metric"], sort=False)[[*gain.ARMS, name]].mean()
     gap = arms["all-masks"] - arms["R-Super"]
     closure = (arms[name] - arms["R-Super"]) / gap.where(gap.abs() >= 0.01)
@@ -124,13 +126,14 @@ def main() -> None:
     parser.add_argument("--set", dest="options", nargs="+", metavar="KEY=VALUE",
                         help="TrainConfig options of the variant (dotted paths), e.g. loss.ball.rank_weighted=true")
     parser.add_argument("--base", default="R-Super", choices=gain.ARMS,
-                        help="the arm whose run file the variant starts from (default R-Super)")
+                        help="the arm whose run file the variant starts from, and that --summarise subtracts "
+                             "(default R-Super)")
     parser.add_argument("--summarise", action="store_true", help="only summarise finished seeds (module docstring)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.summarise:
-        print(f"{args.name} - R-Super, test CTs, no TTA (points)")
-        print(summarise(args.seed_dir, args.name).to_string())
+        print(f"{args.name} - {args.base}, test CTs, no TTA (points)")
+        print(summarise(args.seed_dir, args.name, args.base).to_string())
         return
     check_arm_name(args.name)
     if len(args.seed_dir) != 1 or not args.options:
