@@ -11,10 +11,10 @@ per-side kidney numbers) with the variant minus R-Super, printed and written to 
 seed folder.
 
 ``--summarise SEED_DIR ...`` reads finished ``variant_<name>.csv`` files of several seeds and prints, per organ
-and metric, each seed's variant - R-Super (or - the ``--base`` arm), its mean and SD over seeds, each arm's mean, and the share of the
-R-Super -> all-masks gap the variant closes, (variant - R-Super) / (all-masks - R-Super) of the means (blank for a
-gap under 1 point); a seed without the file is listed as missing, e.g. one where the variant equals R-Super by
-construction.
+and metric, each seed's variant - R-Super (or minus the ``--base`` arm), its mean and SD over seeds, each arm's
+mean, and the share of the R-Super -> all-masks gap the variant closes, (variant - R-Super) / (all-masks - R-Super)
+of the means (blank for a gap under 1 point); a seed without the file is listed as missing, e.g. one where the
+variant equals R-Super by construction.
 
 Example (rank-weighted Ball Loss positives on a bench_gain demo seed; measured 2026-12-05 on the 2-core CPU box,
 two variants side by side at 1 thread each: ~14 min of training and ~2 min of prediction per variant):
