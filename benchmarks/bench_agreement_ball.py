@@ -37,6 +37,7 @@ from bench_variant import (  # this folder is on sys.path
     arm_parser,
     check_arm_name,
     evaluate_variant,
+    loss_class_swapped,
     parse_options,
     variant_config,
 )
@@ -125,15 +126,8 @@ def train_agreement(seed_dir: Path, name: str, options: dict[str, object], devic
     checkpoint = config.out / "final.pt"
     if checkpoint.is_file():
         return checkpoint
-    build_loss, trace = trainer_module.build_loss, []
-
-    def agreement_loss(*args: Any, **kwargs: Any) -> AgreementBallLoss:
-        loss = build_loss(*args, **kwargs)
-        loss.__class__ = loss_class
-        loss.trace = trace
-        return loss  # type: ignore[return-value]
-
-    with mock.patch.object(trainer_module, "build_loss", agreement_loss):
+    trace: list[float] = []
+    with loss_class_swapped(loss_class, trace=trace):
         trainer_module.train(config, show_progress=False)
     with atomic_path(config.out / "agreement_trace.csv") as tmp:
         pd.DataFrame({"report_batch": range(1, len(trace) + 1), "agreement": trace}).to_csv(tmp, index=False)

@@ -29,7 +29,14 @@ from unittest import mock
 import numpy as np
 import torch
 from bench_gain import TRUTH_SUFFIX  # this folder is on sys.path when the script runs
-from bench_variant import arm_parser, check_arm_name, evaluate_variant, parse_options, variant_config
+from bench_variant import (  # this folder is on sys.path when the script runs
+    arm_parser,
+    check_arm_name,
+    evaluate_variant,
+    loss_class_swapped,
+    parse_options,
+    variant_config,
+)
 
 from rsuper import labels
 from rsuper.data.dataset import TrainingDataset
@@ -92,7 +99,7 @@ def train_oracle(seed_dir: Path, name: str, options: dict[str, object], device: 
     checkpoint = config.out / "final.pt"
     if checkpoint.is_file():
         return checkpoint
-    build_data, build_loss = trainer_module.build_training_data, trainer_module.build_loss
+    build_data = trainer_module.build_training_data
 
     def oracle_data(*args: Any, **kwargs: Any) -> Any:
         data = build_data(*args, **kwargs)
@@ -100,13 +107,8 @@ def train_oracle(seed_dir: Path, name: str, options: dict[str, object], device: 
         data.dataset.truth_cache = seed_dir / "cache_truth"
         return data
 
-    def oracle_loss(*args: Any, **kwargs: Any) -> OraclePlacementLoss:
-        loss = build_loss(*args, **kwargs)
-        loss.__class__ = OraclePlacementLoss
-        return loss  # type: ignore[return-value]
-
     with mock.patch.object(trainer_module, "build_training_data", oracle_data), \
-            mock.patch.object(trainer_module, "build_loss", oracle_loss), \
+            loss_class_swapped(OraclePlacementLoss), \
             mock.patch.object(trainer_module, "TARGET_KEYS", (*trainer_module.TARGET_KEYS, "oracle")):
         trainer_module.train(config, show_progress=False)
     return checkpoint

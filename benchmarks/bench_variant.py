@@ -25,7 +25,11 @@ two variants side by side at 1 thread each: ~14 min of training and ~2 min of pr
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pandas as pd
 import yaml
@@ -35,6 +39,7 @@ from rsuper.atomic import atomic_path
 from rsuper.config import TrainConfig
 from rsuper.demo import DemoPlan
 from rsuper.evaluate import gain
+from rsuper.train import trainer as trainer_module
 from rsuper.train.trainer import train
 
 METRICS = ("auroc_volume", "dsc_tumor", "f1", "sensitivity_left", "sensitivity_right", "healthy_call_left",
@@ -99,6 +104,23 @@ def summarise(seed_dirs: list[Path], name: str, against: str = "R-Super") -> pd.
     return pd.concat([(100 * wide.assign(mean=wide.mean(axis=1), sd=wide.std(axis=1))).round(1),
                       (100 * arms.add_prefix("mean ")).round(1),
                       closure.round(2).rename("closure of R-Super -> all-masks")], axis=1)
+
+
+@contextmanager
+def loss_class_swapped(loss_class: type, **attributes: Any) -> Iterator[None]:
+    """Inside: the trainer's loss (built as usual) is made an instance of ``loss_class`` (a subclass of it, no new
+    state but ``attributes``), so an arm script changes the loss without an option in the core."""
+    build_loss = trainer_module.build_loss
+
+    def swapped(*args: Any, **kwargs: Any) -> Any:
+        loss = build_loss(*args, **kwargs)
+        loss.__class__ = loss_class
+        for key, value in attributes.items():
+            setattr(loss, key, value)
+        return loss
+
+    with mock.patch.object(trainer_module, "build_loss", swapped):
+        yield
 
 
 def check_arm_name(name: str) -> None:
