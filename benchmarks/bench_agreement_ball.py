@@ -33,14 +33,9 @@ from unittest import mock
 
 import pandas as pd
 import torch
-from bench_variant import (  # this folder is on sys.path
-    arm_parser,
-    check_arm_name,
-    evaluate_variant,
-    loss_class_swapped,
-    parse_options,
-    variant_config,
-)
+# bench_variant: this folder is on sys.path when the script runs
+from bench_variant import arm_parser, check_arm_name, evaluate_variant, loss_class_swapped, parse_options
+from bench_variant import variant_config
 
 from rsuper.atomic import atomic_path
 from rsuper.losses import ball as ball_module

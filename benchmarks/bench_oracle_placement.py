@@ -29,14 +29,9 @@ from unittest import mock
 import numpy as np
 import torch
 from bench_gain import TRUTH_SUFFIX  # this folder is on sys.path when the script runs
-from bench_variant import (  # this folder is on sys.path when the script runs
-    arm_parser,
-    check_arm_name,
-    evaluate_variant,
-    loss_class_swapped,
-    parse_options,
-    variant_config,
-)
+# bench_variant: this folder is on sys.path when the script runs
+from bench_variant import arm_parser, check_arm_name, evaluate_variant, loss_class_swapped, parse_options
+from bench_variant import variant_config
 
 from rsuper import labels
 from rsuper.data.dataset import TrainingDataset
