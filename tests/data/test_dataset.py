@@ -177,6 +177,14 @@ def test_mask_sample_and_sampler_mix(report_data):
     assert other_rank != batches
 
 
+def test_stage_two_does_not_replay_stage_one_batches():
+    """Same seed and steps: a masks-only stage 2 must not see stage 1's crops again (keys carry a sample seed)."""
+    stage1 = list(MixedBatchSampler(2, 0, 2, 0.0, steps=10, seed=1, stage=1))
+    stage2 = list(MixedBatchSampler(2, 0, 2, 0.0, steps=10, seed=1, stage=2))
+    assert stage1 == list(MixedBatchSampler(2, 0, 2, 0.0, steps=10, seed=1))
+    assert not {k for b in stage1 for k in b} & {k for b in stage2 for k in b}
+    assert list(MixedBatchSampler(2, 0, 2, 0.0, steps=10, seed=1, stage=2, start_step=4)) == stage2[4:]
+
 
 def test_case_index_boxes():
     index = CaseIndex.from_masks({"a": np.pad(np.ones((2, 3, 4), np.uint8), 1), "b": np.zeros((4, 5, 6), np.uint8)})

@@ -241,9 +241,10 @@ class TrainingDataset(Dataset):
 class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
     """Yields one batch of dataset keys per step: ``batch_size`` keys with a fixed mask:report mix.
 
-    Each step ``s`` of rank ``r`` draws from ``numpy.random.default_rng([seed, s, r])``, so ranks see
-    different samples (DistributedSampler semantics) and a run resumed at step ``s`` sees exactly the
-    batches an uninterrupted run would. Per batch, ``floor(batch_size x report_fraction + u)`` samples
+    Each step ``s`` of rank ``r`` draws from ``numpy.random.default_rng([seed, s, r])`` in stage 1 and
+    ``default_rng([seed, s, r, stage])`` in a later stage, so ranks see different samples (DistributedSampler
+    semantics), stage 2 never replays stage 1's batches (same seed, same step) and a run resumed at step ``s``
+    sees exactly the batches an uninterrupted run would. Per batch, ``floor(batch_size x report_fraction + u)`` samples
     (u uniform in [0, 1)) are report samples, so the expected share is ``report_fraction``.
     """
 
@@ -257,19 +258,22 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
         seed: int = 0,
         rank: int = 0,
         start_step: int = 0,
+        stage: int = 1,
     ) -> None:
         if n_mask == 0 and (n_report == 0 or report_fraction == 0):
             raise ValueError("no training cases: need mask cases (stage 1) or report cases with report_fraction > 0")
         self.n_mask, self.n_report = n_mask, n_report
         self.batch_size, self.report_fraction = batch_size, report_fraction if n_report else 0.0
         self.steps, self.seed, self.rank, self.start_step = steps, seed, rank, start_step
+        self.stage = stage
 
     def __len__(self) -> int:
         return max(self.steps - self.start_step, 0)
 
     def batch_keys(self, step: int) -> list[tuple[int, int, int]]:
         """The keys of one step's batch on this rank."""
-        rng = np.random.default_rng([self.seed, step, self.rank])
+        later_stage = [self.stage] if self.stage > 1 else []  # stage 1 keeps the key of a stage-less run
+        rng = np.random.default_rng([self.seed, step, self.rank, *later_stage])
         n_rep = int(np.floor(self.batch_size * self.report_fraction + rng.random()))
         n_rep = self.batch_size if self.n_mask == 0 else min(n_rep, self.batch_size)
         keys = []

@@ -7,7 +7,7 @@ the checkpoints: it wires them, steps the optimiser and writes self-describing c
 ``OUT/last.pt`` every ``checkpoint_every`` steps, ``OUT/final.pt`` at the end, ``OUT/metrics.csv``,
 ``OUT/config.yaml``. Only rank 0 writes.
 
-Exact resume: the batch of step ``s`` depends only on (seed, s, rank), and the checkpoint holds model,
+Exact resume: the batch of step ``s`` depends only on (seed, s, rank, stage), and the checkpoint holds model,
 EMA, optimiser, scheduler, step and torch RNG state, so ``--resume`` continues as if never stopped.
 
 Example:
@@ -242,7 +242,7 @@ class Trainer:
         c = self.config
         sampler = MixedBatchSampler(
             self.n_mask, self.n_report, c.data.batch_size, c.data.report_fraction if c.stage == 2 else 0.0,
-            c.optim.steps, seed=c.seed, rank=self.ctx.rank, start_step=self.step,
+            c.optim.steps, seed=c.seed, rank=self.ctx.rank, start_step=self.step, stage=c.stage,
         )
         return DataLoader(
             self.dataset, batch_sampler=sampler, num_workers=c.data.workers, pin_memory=self.device.type == "cuda",
