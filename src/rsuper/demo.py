@@ -403,6 +403,7 @@ def _review_and_refine(plan: DemoPlan, data: Path, checkpoint: Path, test_pred: 
     """Step 8: review queue of the test set and refined report-CT masks, both against the true masks, appended to
     the comparison report."""
     from rsuper.atomic import write_text_atomic
+    from rsuper.refine.status import STATUS_FOLDERS
     from rsuper.review.html import demo_section, refined_overlay
     from rsuper.review.truth import queue_auroc, queue_truth, refined_summary
 
@@ -416,7 +417,7 @@ def _review_and_refine(plan: DemoPlan, data: Path, checkpoint: Path, test_pred: 
     tumor_rows = refined[refined["true_volume_mm3"] > 0] if len(refined) else refined
     for row in tumor_rows.head(4).to_dict("records"):
         path = refined_overlay(row["case_id"], row["lesion_class"], {"raw (p >= 0.5)": refine_dir / "predictions",
-                               "refined": refine_dir / ("accepted" if row["status"] == "accepted" else "needs_review")},
+                               "refined": refine_dir / STATUS_FOLDERS[row["status"]]},
                                data / "truth", data / "reports",
                                refine_dir / "overlays" / f"{row['case_id']}_{row['lesion_class']}.png")
         if path is not None:

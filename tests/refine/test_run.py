@@ -41,9 +41,9 @@ def test_statuses_and_reasons(refined):
     assert table.loc["two", "status"] == "accepted" and table.loc["two", "confidence"] > 0.9
     assert table.loc["healthy", "status"] == "accepted"
     assert table.loc["unsized", "status"] == "not refinable" and "unknown size" in table.loc["unsized", "reasons"]
-    assert table.loc["missed", "status"] == "needs review"
+    assert table.loc["missed", "status"] == "partly accepted"  # the quiet kidney channel is accepted on its own
     assert "the model calls 0% of it tumor" in table.loc["missed", "reasons"]
-    assert table.loc["extra", "status"] == "needs review"
+    assert table.loc["extra", "status"] == "partly accepted" and table.loc["extra", "accepted_organs"] == "kidney"
     assert "p 0.90) in the pancreatic tail where the report places none" in table.loc["extra", "reasons"]
     assert (out / "refine.csv").is_file() and len(pd.read_csv(out / "refine_tumors.csv")) == 4  # two + missed
 
@@ -60,7 +60,20 @@ def test_masks_agree_with_the_report_in_the_ct_grid(refined):
     assert {p.name for p in healthy.iterdir()} == {"pancreatic_lesion.nii.gz", "kidney_lesion.nii.gz"}
     assert all(load_nifti(p).array.sum() == 0 for p in healthy.iterdir())  # "no lesion": empty masks
     assert not (out / "accepted" / "unsized").exists() and not (out / "needs_review" / "unsized").exists()
-    assert sorted(discover_masks(out / "accepted")) == ["healthy", "two"]  # a masks folder for prepare --masks-dir
+    assert sorted(discover_masks(out / "accepted")) == ["extra", "healthy", "missed", "two"]  # for prepare --masks-dir
+
+
+def test_a_partly_accepted_ct_gives_only_its_accepted_organs_to_training(refined):
+    """The accepted organs go to accepted/ (the others are absent there: unknown when trained on); needs_review/
+    holds every channel for the reviewer."""
+    out, table = refined
+    assert table.loc["missed", "folder"] == "accepted + needs_review"
+    accepted = out / "accepted" / "missed" / "segmentations"
+    assert {p.name for p in accepted.iterdir()} == {"kidney_lesion.nii.gz"}
+    assert load_nifti(accepted / "kidney_lesion.nii.gz").array.sum() == 0
+    review = out / "needs_review" / "missed" / "segmentations"
+    assert {p.name for p in review.iterdir()} == {"pancreatic_lesion.nii.gz", "kidney_lesion.nii.gz"}
+    assert load_nifti(review / "pancreatic_lesion.nii.gz").array.sum() > 0  # grown where the model sees nothing
 
 
 def test_a_location_without_its_mask_falls_back_to_the_organ_or_is_not_refinable_when_strict(tmp_path):
@@ -82,5 +95,8 @@ def test_a_rerun_moves_a_case_whose_status_changed(tmp_path, refined):
 
     table = refine_cases(pred, out.parent / "tumors.csv", out, [data],
                          RefineOptions(rules=StatusRules(accept_confidence=1.0))).set_index("case_id")
-    assert table.loc["two", "status"] == "needs review"
-    assert (out / "needs_review" / "two").is_dir() and not (out / "accepted" / "two").exists()
+    assert table.loc["two", "status"] == "partly accepted"  # was accepted; the quiet kidney channel still is
+    assert (out / "needs_review" / "two").is_dir()
+    assert [p.name for p in (out / "accepted" / "two" / "segmentations").iterdir()] == ["kidney_lesion.nii.gz"]
+    table = refine_cases(pred, out.parent / "tumors.csv", out, [data]).set_index("case_id")
+    assert table.loc["two", "status"] == "accepted" and not (out / "needs_review" / "two").exists()

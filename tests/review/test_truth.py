@@ -44,3 +44,27 @@ def test_confident_tumors_are_compared_with_the_rest(tmp_path):
     assert (summary["tumors"], summary["confident"]) == (4, 2)  # agreements 0.8 and 0.5
     assert summary["on_tumor_confident"] == 0.5 and summary["on_tumor_rest"] == 0.5
     assert summary["auroc_agreement"] == 0.75  # on-tumor 0.8, 0.3 vs off-tumor 0.1, 0.5: 3 of 4 pairs ordered
+
+
+def test_refined_masks_are_scored_per_organ_with_organ_level_acceptance(tmp_path):
+    """A partly accepted CT counts as accepted for its accepted organs only (refine.csv's accepted_organs)."""
+    from rsuper.review.truth import refined_summary, refined_truth
+
+    refine, pred, truth = tmp_path / "refine", tmp_path / "pred", tmp_path / "truth"
+    tumor = np.zeros((8, 8, 8), np.uint8)
+    tumor[2:5, 2:5, 2:5] = 1
+    grid = np.eye(4)
+    for case, folder in (("full", "accepted"), ("part", "needs_review")):
+        for lesion in ("kidney_lesion", "pancreatic_lesion"):
+            for root in (truth / case, refine / folder / case, pred / case):
+                save_nifti(Volume(tumor, grid), root / "segmentations" / f"{lesion}.nii.gz")
+    refine.mkdir(exist_ok=True)
+    pd.DataFrame([{"case_id": "full", "status": "accepted", "confidence": 0.9, "accepted_organs": "kidney / pancreas"},
+                  {"case_id": "part", "status": "partly accepted", "confidence": 0.2, "accepted_organs": "kidney"}]
+                 ).to_csv(refine / "refine.csv", index=False)
+    table = refined_truth(refine, pred, truth)
+    accepted = table.set_index(["case_id", "lesion_class"])["accepted"].to_dict()
+    assert accepted == {("full", "kidney_lesion"): True, ("full", "pancreatic_lesion"): True,
+                        ("part", "kidney_lesion"): True, ("part", "pancreatic_lesion"): False}
+    summary = refined_summary(table).set_index("lesion_class")
+    assert summary.loc["kidney_lesion", "accepted"] == 2 and summary.loc["pancreatic_lesion", "accepted"] == 1

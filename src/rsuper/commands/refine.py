@@ -40,11 +40,11 @@ def register(app: typer.Typer) -> None:
             3.0, "--region-margin", min=0.0, metavar="MM", help="Tumors may reach this far (mm) past their sub-segment."),
         accept: float = typer.Option(
             0.5, "--accept", min=0.0, max=1.0, metavar="FRACTION",
-            help="Accepted when the confidence (min over tumors of the share the model calls tumor, and 1 - the "
-                 "model's highest probability outside them) is at least this."),
+            help="An organ is accepted when its confidence (min over its tumors of the share the model calls "
+                 "tumor, and 1 - the model's highest probability outside them in its channel) is at least this."),
         min_fill: float = typer.Option(
             0.8, "--min-fill", min=0.0, max=1.0, metavar="FRACTION",
-            help="Accepted only when every tumor reached this share of its reported volume inside its region."),
+            help="An organ is accepted only when each of its tumors reached this share of its reported volume."),
         strict_location: bool = typer.Option(
             False, "--strict-location",
             help="A stated location without its mask makes the CT not refinable (default: grown in the whole "
@@ -61,9 +61,11 @@ def register(app: typer.Typer) -> None:
         Per report CT and organ: every reported tumor is grown, largest first, from the model's most
         tumor-like ball of the reported diameter inside its reported sub-segment to the reported volume (the
         Ball Loss construction, margin 0); an organ the report calls tumor-free gets an empty mask. Each CT
-        gets a confidence and a status (accepted, needs review, not refinable) with the reasons. Masks are
-        written in each CT's grid; OUT/accepted is a masks folder for `rsuper prepare --masks-dir`, which
-        turns those report CTs into mask cases for a self-training round. See docs/review_refine.md.
+        gets a confidence and a status (accepted, partly accepted, needs review, not refinable; each organ is
+        accepted on its own) with the reasons. Masks are written in each CT's grid; OUT/accepted (accepted
+        CTs, and the accepted organs of partly accepted ones) is a masks folder for `rsuper prepare
+        --masks-dir`, which turns those report CTs into mask cases for a self-training round. See
+        docs/review_refine.md.
 
         Example: rsuper refine --checkpoint runs/stage2/final.pt --reports extract/tumors.csv --masks-dir organs data/reports refined
 

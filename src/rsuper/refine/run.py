@@ -20,10 +20,12 @@ intensity" and keeps only the masks it can vouch for: the blind channels' grown 
 the report calls tumor-free (its other lesion channels are left out, i.e. unknown when trained on).
 
 Outputs (every mask in the CT's grid: the probability map's, or DATASET's CT when it has another grid):
-  ``OUT/accepted/<case>/segmentations/<lesion>.nii.gz``      uint8 {0,1}, one file per lesion channel;
-  ``OUT/needs_review/<case>/segmentations/<lesion>.nii.gz``  the same for CTs to review;
+  ``OUT/accepted/<case>/segmentations/<lesion>.nii.gz``      uint8 {0,1}, one file per lesion channel of an
+                                                             accepted CT, or per accepted organ of a partly
+                                                             accepted one (a missing channel trains as unknown);
+  ``OUT/needs_review/<case>/segmentations/<lesion>.nii.gz``  every channel of CTs to review (partly accepted too);
   ``OUT/from_intensity/<case>/segmentations/<lesion>.nii.gz``  CTs grown from intensity (see above);
-  ``OUT/refine.csv``         one row per report CT: status, confidence, reasons, folder;
+  ``OUT/refine.csv``         one row per report CT: status, confidence, accepted organs, reasons, folders;
   ``OUT/refine_tumors.csv``  one row per refined tumor: organ, region, reported and grown size, fill, agreement,
                              the model's max probability in the region, the growth source (model / intensity);
   ``OUT/refine_channels.csv``  one row per lesion channel: usable groups, blind groups, share, blind.
@@ -55,12 +57,13 @@ from rsuper.evaluate.collect import on_grid, same_grid
 from rsuper.infer.predict import PROBABILITY_SCALE
 from rsuper.io import Volume, load_nifti, save_nifti
 from rsuper.refine.grow import REGION_MARGIN_MM, darkness_score, grow_tumors, region_with_margin
-from rsuper.refine.status import (ACCEPTED, FROM_INTENSITY, NOT_REFINABLE, STATUS_FOLDERS, Decision, StatusRules,
-                                  TumorCheck, channel_sight, decide, leftover_probability, tumor_agreement)
+from rsuper.refine.status import (ACCEPTED, FROM_INTENSITY, NOT_REFINABLE, PARTLY_ACCEPTED, STATUS_FOLDERS, Decision,
+                                  StatusRules, TumorCheck, channel_sight, combine, decide, leftover_probability,
+                                  tumor_agreement)
 from rsuper.reports.schema import CaseFindings
 from rsuper.reports.words import place_of_voxel, place_text
 
-CASE_COLUMNS = ["case_id", "status", "confidence", "tumors", "reasons", "folder"]
+CASE_COLUMNS = ["case_id", "status", "confidence", "accepted_organs", "tumors", "reasons", "folder"]
 MAX_TUMORS = 16
 
 
@@ -179,8 +182,8 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
     sup = build_report_supervision(findings, [n for n in sources.files if not labels.is_lesion_class(n)],
                                    list(prob), organs, options.max_tumors)
     problems: list[str] = []
-    warnings: list[str] = []
-    checks: list[TumorCheck] = []
+    warnings: dict[str, list[str]] = {name: [] for name in prob}
+    checks: dict[str, list[TumorCheck]] = {name: [] for name in prob}
     rows: list[dict[str, Any]] = []
     masks = {name: np.zeros(reference.shape, dtype=bool) for name in prob}
     group_max_p: list[tuple[str, float]] = []
@@ -200,7 +203,7 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
             if options.strict_location and stated:
                 problems.append(f"{organ}: {why}")
                 continue
-            warnings.append(f"{organ}: {why}; grown within the whole {organ}")
+            warnings[name].append(f"{organ}: {why}; grown within the whole {organ}")
         subsegments = sources.union(group.mask_classes)
         region = region_with_margin(subsegments, spacing, options.region_margin_mm)
         max_p = float(prob[name][region].max()) if region.any() else 0.0
@@ -208,8 +211,8 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
         source, score, where = "model", prob[name], region
         if name in options.intensity_channels and findings.all_hypoattenuating(organ):
             if image is None:
-                warnings.append(f"{organ}: the model is blind on it, but no ct.nii.gz of this case is in DATASET "
-                                "or a --masks-dir; grown from the model")
+                warnings[name].append(f"{organ}: the model is blind on it, but no ct.nii.gz of this case is in "
+                                      "DATASET or a --masks-dir; grown from the model")
             else:
                 source, score, where = "intensity", darkness_score(image, subsegments), subsegments
                 from_intensity.append(f"{organ}: the model is blind on it (max p {max_p:.2f} in the "
@@ -219,7 +222,7 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
             masks[name] |= tumor.mask
             agreement = tumor_agreement(prob[name], tumor.mask)
             label = f"{region_text} tumor {k} ({tumor.diameter_mm:g} mm)"
-            checks.append(TumorCheck(label, agreement, tumor.fill))
+            checks[name].append(TumorCheck(label, agreement, tumor.fill))
             rows.append({"case_id": case_id, "organ": organ, "lesion_class": name, "tumor": label,
                          "region": " / ".join(group.mask_classes),
                          "region_source": " / ".join(sorted({sources.source(c) for c in group.mask_classes})),
@@ -229,17 +232,16 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
                          "max_p_region": round(max_p, 4), "source": source})
     if from_intensity and not problems:
         return _intensity_case(case_id, from_intensity, masks, sup, reference, rows, group_max_p)
-    leftover, place = 0.0, ""
-    if not problems:
-        for name, channel in prob.items():
-            value, voxel = leftover_probability(channel, masks[name], spacing, options.rules.zone_mm)
-            if value > leftover:
-                organ = labels.ORGAN_OF_LESION_CLASS[name]
-                leftover, place = value, place_of_voxel(organ, voxel, sources.subsegments(organ))
-    decision = decide(problems, checks, leftover, place, warnings, options.rules)
-    if decision.status == NOT_REFINABLE:
-        masks = {}
-    return CaseRefinement(case_id, decision, masks, reference, rows, group_max_p)
+    if problems:
+        return CaseRefinement(case_id, Decision(NOT_REFINABLE, float("nan"), problems), {}, reference, rows,
+                              group_max_p)
+    organ_decisions = {}
+    for name, channel in prob.items():
+        leftover, voxel = leftover_probability(channel, masks[name], spacing, options.rules.zone_mm)
+        organ = labels.ORGAN_OF_LESION_CLASS[name]
+        place = place_of_voxel(organ, voxel, sources.subsegments(organ)) if leftover > 0 else ""
+        organ_decisions[name] = decide(checks[name], leftover, place, warnings[name], options.rules)
+    return CaseRefinement(case_id, combine(organ_decisions), masks, reference, rows, group_max_p)
 
 
 def _intensity_case(case_id: str, reasons: list[str], masks: dict[str, np.ndarray], sup: ReportSupervision,
@@ -263,20 +265,26 @@ def _linear(volume: Volume, reference: Volume) -> np.ndarray:
 
 
 def write_case(result: CaseRefinement, out: Path) -> str:
-    """Writes one CT's masks into ``out/<status folder>/<case>`` (removing an older status's copy); returns
-    the folder name ('' when not refinable)."""
-    for folder in STATUS_FOLDERS.values():
+    """Writes one CT's masks into ``out/<status folder>/<case>``, and a partly accepted CT's accepted organs also
+    into ``out/accepted/<case>`` (removing an older status's copies); returns the folders joined by " + " (''
+    when not refinable)."""
+    for folder in set(STATUS_FOLDERS.values()):
         stale = out / folder / result.case_id
         if stale.exists():
             shutil.rmtree(stale)
-    folder = STATUS_FOLDERS.get(result.decision.status, "")
-    if not folder or result.reference is None:
+    status = result.decision.status
+    if status not in STATUS_FOLDERS or result.reference is None:
         return ""
-    with atomic_dir(out / folder / result.case_id) as tmp:
-        for name, mask in sorted(result.masks.items()):
-            save_nifti(result.reference.with_array(mask.astype(np.uint8)), tmp / "segmentations" / f"{name}.nii.gz",
-                       dtype=np.uint8)
-    return folder
+    written = {STATUS_FOLDERS[status]: result.masks}
+    if status == PARTLY_ACCEPTED:
+        written = {STATUS_FOLDERS[ACCEPTED]: {name: result.masks[name] for name in result.decision.accepted},
+                   **written}
+    for folder, masks in written.items():
+        with atomic_dir(out / folder / result.case_id) as tmp:
+            for name, mask in sorted(masks.items()):
+                save_nifti(result.reference.with_array(mask.astype(np.uint8)),
+                           tmp / "segmentations" / f"{name}.nii.gz", dtype=np.uint8)
+    return " + ".join(written)
 
 
 def refine_cases(pred_dir: str | os.PathLike[str], tumors_csv: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -303,8 +311,10 @@ def refine_cases(pred_dir: str | os.PathLike[str], tumors_csv: str | os.PathLike
                              case_options)
         folder = write_case(result, out)
         d = result.decision
+        accepted = " / ".join(labels.ORGAN_OF_LESION_CLASS[name] for name in d.accepted)
         rows[case_id] = {"case_id": case_id, "status": d.status, "confidence": d.confidence,
-                         "tumors": len(result.tumors), "reasons": "; ".join(d.reasons), "folder": folder}
+                         "accepted_organs": accepted, "tumors": len(result.tumors), "reasons": "; ".join(d.reasons),
+                         "folder": folder}
         result.masks = {}  # written; only the tables are kept
         results[case_id] = result
         if on_case is not None:
@@ -348,5 +358,3 @@ def predict_for_refine(checkpoint: str | os.PathLike[str], dataset: str | os.Pat
     return predict_cases(predictor, inputs, pred_dir, PredictOptions(tta=tta, save_probabilities=True),
                          on_case=on_case)
 
-
-ACCEPTED_FOLDER = STATUS_FOLDERS[ACCEPTED]

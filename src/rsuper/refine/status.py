@@ -8,16 +8,19 @@
 
 Status: **not refinable** when a reported tumor cannot be built (size unknown, a "multiple" row, more tumors
 than ``max_tumors``, no organ mask, no probability map, or with ``strict_location`` a stated location
-without its mask); **accepted** when confidence >= ``accept_confidence``, every tumor reached at least
-``min_fill`` of its reported volume and every tumor was grown where the report places it; **needs review**
-otherwise. Every status but "accepted" comes with its reasons in words. **from intensity**: a CT whose tumors
+without its mask). Otherwise each lesion channel (organ) is decided on its own (:func:`decide` on that
+organ's tumors and leftover): **accepted** when its confidence >= ``accept_confidence``, each of its tumors
+reached at least ``min_fill`` of its reported volume and was grown where the report places it, **needs
+review** otherwise. The CT (:func:`combine`) is **accepted** when every organ is, **partly accepted** when
+some are (their masks can train while the others are reviewed), **needs review** when none is. Every status
+but "accepted" comes with its reasons in words. **from intensity**: a CT whose tumors
 of a lesion channel the model is blind on were grown from the CT's darkness instead (``rsuper refine
 --intensity-where-blind``); no model confidence, a reason per such organ.
 
 Example:
-    >>> decide([], [TumorCheck("pancreatic tail tumor 1 (20 mm)", agreement=0.9, fill=1.0)], leftover=0.1,
+    >>> decide([TumorCheck("pancreatic tail tumor 1 (20 mm)", agreement=0.9, fill=1.0)], leftover=0.1,
     ...        leftover_place="", warnings=[])
-    Decision(status='accepted', confidence=0.9, reasons=[])
+    Decision(status='accepted', confidence=0.9, reasons=[], accepted=())
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ from rsuper.losses.ball import BORDER_DILATION_MM
 from rsuper.losses.geometry import dilate_mm
 
 ACCEPTED, NEEDS_REVIEW, NOT_REFINABLE = "accepted", "needs review", "not refinable"
-FROM_INTENSITY = "from intensity"
-STATUS_FOLDERS = {ACCEPTED: "accepted", NEEDS_REVIEW: "needs_review", FROM_INTENSITY: "from_intensity"}
+PARTLY_ACCEPTED, FROM_INTENSITY = "partly accepted", "from intensity"
+STATUS_FOLDERS = {ACCEPTED: "accepted", PARTLY_ACCEPTED: "needs_review", NEEDS_REVIEW: "needs_review",
+                  FROM_INTENSITY: "from_intensity"}
+"""Status -> the folder holding a CT's full set of refined masks (a partly accepted CT's accepted organs are
+also written to ``accepted``)."""
 CALL_THRESHOLD = 0.5
 BLIND_SHARE = 0.8
 MIN_GROUPS_FOR_BLIND = 3
@@ -68,11 +74,13 @@ class TumorCheck:
 
 @dataclass
 class Decision:
-    """Status, confidence (0-1, NaN when not refinable) and the reasons in words."""
+    """Status, confidence (0-1, NaN when not refinable), the reasons in words and the accepted lesion classes
+    (all of an accepted CT's, some of a partly accepted one's)."""
 
     status: str
     confidence: float
     reasons: list[str] = field(default_factory=list)
+    accepted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,12 +129,11 @@ def leftover_probability(prob: np.ndarray, tumors: np.ndarray, spacing_mm: Seque
     return float(outside.flat[flat]), tuple(int(i) for i in np.unravel_index(flat, prob.shape))  # type: ignore
 
 
-def decide(problems: Sequence[str], tumors: Sequence[TumorCheck], leftover: float, leftover_place: str,
-           warnings: Sequence[str], rules: StatusRules | None = None) -> Decision:
-    """The status of one CT from its problems (not refinable), tumor checks, leftover and warnings."""
+def decide(tumors: Sequence[TumorCheck], leftover: float, leftover_place: str, warnings: Sequence[str],
+           rules: StatusRules | None = None) -> Decision:
+    """The status (accepted or needs review) of one organ of a refinable CT from its tumor checks, its leftover
+    and its warnings."""
     rules = rules or StatusRules()
-    if problems:
-        return Decision(NOT_REFINABLE, float("nan"), list(problems))
     confidence = min([t.agreement for t in tumors] + [1.0 - leftover])
     reasons = list(warnings)
     for t in tumors:
@@ -139,3 +146,13 @@ def decide(problems: Sequence[str], tumors: Sequence[TumorCheck], leftover: floa
         reasons.append(f"the model calls tumor (p {leftover:.2f}){where} where the report places none")
     accepted = not reasons and confidence >= rules.accept_confidence
     return Decision(ACCEPTED if accepted else NEEDS_REVIEW, round(confidence, 4), reasons)
+
+
+def combine(organs: dict[str, Decision]) -> Decision:
+    """The status of a refinable CT from its organs' decisions ({lesion class: decision}): accepted when all
+    are, partly accepted when some are, else needs review; confidence = the lowest organ confidence."""
+    accepted = tuple(sorted(name for name, d in organs.items() if d.status == ACCEPTED))
+    reasons = [reason for name, d in sorted(organs.items()) for reason in d.reasons]
+    confidence = min((d.confidence for d in organs.values()), default=1.0)
+    status = ACCEPTED if len(accepted) == len(organs) else PARTLY_ACCEPTED if accepted else NEEDS_REVIEW
+    return Decision(status, confidence, reasons, accepted)

@@ -28,7 +28,8 @@ from rsuper.evaluate.collect import load_truth_mask, on_grid
 from rsuper.evaluate.detection import auroc
 from rsuper.evaluate.overlap import dice
 from rsuper.io import load_nifti
-from rsuper.refine.status import STATUS_FOLDERS
+from rsuper.labels import ORGAN_OF_LESION_CLASS
+from rsuper.refine.status import ACCEPTED, STATUS_FOLDERS
 
 
 def queue_truth(organs: pd.DataFrame, masks_dir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -55,12 +56,15 @@ def queue_auroc(per_ct: pd.DataFrame) -> float:
 
 def refined_truth(refine_out: str | os.PathLike[str], pred_dir: str | os.PathLike[str],
                   masks_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Per refined CT (accepted or needs review) and lesion class with a true mask: status, true tumor volume
-    (mm³), ``dsc_refined`` and ``dsc_raw`` (the prediction's thresholded mask)."""
+    """Per refined CT (accepted, partly accepted or needs review) and lesion class with a true mask: status,
+    ``accepted`` (the organ's masks were accepted), true tumor volume (mm³), ``dsc_refined`` and ``dsc_raw``
+    (the prediction's thresholded mask)."""
     refine_out, pred_dir = Path(refine_out), Path(pred_dir)
     table = pd.read_csv(refine_out / "refine.csv")
     rows = []
     for record in table.to_dict("records"):
+        organs = record.get("accepted_organs")  # NaN when none (or a refine.csv from before organ-level acceptance)
+        accepted_organs = set(organs.split(" / ")) if isinstance(organs, str) else set()
         folder = STATUS_FOLDERS.get(record["status"])
         if folder is None:
             continue
@@ -73,21 +77,23 @@ def refined_truth(refine_out: str | os.PathLike[str], pred_dir: str | os.PathLik
                 continue
             refined = on_grid(load_nifti(path), truth).array > 0
             raw = on_grid(load_nifti(raw_path), truth).array > 0
+            accepted = record["status"] == ACCEPTED or ORGAN_OF_LESION_CLASS.get(lesion_class) in accepted_organs
             rows.append({"case_id": record["case_id"], "lesion_class": lesion_class, "status": record["status"],
-                         "confidence": record["confidence"],
+                         "accepted": accepted, "confidence": record["confidence"],
                          "true_volume_mm3": float(truth.array.sum()) * float(np.prod(truth.spacing_mm)),
                          "dsc_refined": dice(truth.array, refined), "dsc_raw": dice(truth.array, raw)})
     return pd.DataFrame(rows)
 
 
 def refined_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per lesion class, over the CTs with a true tumor: n, mean DSC raw / refined, refined accepted / rest."""
+    """Per lesion class, over the CTs with a true tumor: n, mean DSC raw / refined, refined of the accepted
+    organs / the rest."""
     rows = []
     if not len(table):
         return pd.DataFrame()
     for lesion_class, g in table[table["true_volume_mm3"] > 0].groupby("lesion_class", sort=True):
-        accepted = g[g["status"] == "accepted"]
-        rest = g[g["status"] != "accepted"]
+        accepted = g[g["accepted"]]
+        rest = g[~g["accepted"]]
         rows.append({"lesion_class": lesion_class, "tumor_cts": len(g), "dsc_raw": g["dsc_raw"].mean(),
                      "dsc_refined": g["dsc_refined"].mean(), "accepted": len(accepted),
                      "dsc_refined_accepted": accepted["dsc_refined"].mean() if len(accepted) else float("nan"),
