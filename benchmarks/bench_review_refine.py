@@ -31,6 +31,9 @@ PRE-REGISTRATION (written before any run of this script; decision rules fixed he
 5. (Added in session 23 after the pooled numbers of demo seeds 41-45 were seen, so not a pre-registration:)
    confident refined tumors are more accurate than the rest for an organ when their share of ball centres on a
    true tumor exceeds the rest's in every seed that has both kinds.
+6. (Session 25, written before refine accepted organs one by one and before any run of it:) rule 2 read per organ:
+   refine now accepts each organ on its own, and "accepted" in the table = that organ's masks were accepted
+   (accepted CT, or an accepted organ of a partly accepted CT); same test as rule 2.
 
 Example:
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_review_refine.py --quick --seeds 0 1 2 --root bench_rr
@@ -144,6 +147,8 @@ def main() -> None:
     print(agg.mean().round(3).to_string())
     print("SD over seeds:")
     print(agg.std().round(3).to_string())
+    print("Accepted organs among the tumor CTs, per seed:")
+    print(refined_all.pivot_table(index="lesion_class", columns="seed", values="accepted").to_string())
     confident_all = pd.concat(confident, ignore_index=True)
     print("\nRefined tumors whose ball centre lies on a true tumor: confident (agreement >= 0.5) vs the rest:")
     print(confident_all.round(3).to_string(index=False))
