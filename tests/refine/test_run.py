@@ -60,17 +60,18 @@ def test_masks_agree_with_the_report_in_the_ct_grid(refined):
     assert {p.name for p in healthy.iterdir()} == {"pancreatic_lesion.nii.gz", "kidney_lesion.nii.gz"}
     assert all(load_nifti(p).array.sum() == 0 for p in healthy.iterdir())  # "no lesion": empty masks
     assert not (out / "accepted" / "unsized").exists() and not (out / "needs_review" / "unsized").exists()
-    assert sorted(discover_masks(out / "accepted")) == ["extra", "healthy", "missed", "two"]  # for prepare --masks-dir
+    assert sorted(discover_masks(out / "accepted")) == ["extra", "healthy", "two"]  # a folder for prepare --masks-dir
 
 
 def test_a_partly_accepted_ct_gives_only_its_accepted_organs_to_training(refined):
-    """The accepted organs go to accepted/ (the others are absent there: unknown when trained on); needs_review/
-    holds every channel for the reviewer."""
+    """The accepted organs go to accepted/ (the others are absent there: unknown when trained on), unless another
+    organ has a reported tumor (it would lose its report supervision); needs_review/ holds every channel."""
     out, table = refined
-    assert table.loc["missed", "folder"] == "accepted + needs_review"
-    accepted = out / "accepted" / "missed" / "segmentations"
+    assert table.loc["extra", "folder"] == "accepted + needs_review"  # report: no lesion; model: a pancreatic one
+    accepted = out / "accepted" / "extra" / "segmentations"
     assert {p.name for p in accepted.iterdir()} == {"kidney_lesion.nii.gz"}
     assert load_nifti(accepted / "kidney_lesion.nii.gz").array.sum() == 0
+    assert table.loc["missed", "folder"] == "needs_review"  # its reported pancreatic tumors stay report-supervised
     review = out / "needs_review" / "missed" / "segmentations"
     assert {p.name for p in review.iterdir()} == {"pancreatic_lesion.nii.gz", "kidney_lesion.nii.gz"}
     assert load_nifti(review / "pancreatic_lesion.nii.gz").array.sum() > 0  # grown where the model sees nothing
@@ -96,7 +97,6 @@ def test_a_rerun_moves_a_case_whose_status_changed(tmp_path, refined):
     table = refine_cases(pred, out.parent / "tumors.csv", out, [data],
                          RefineOptions(rules=StatusRules(accept_confidence=1.0))).set_index("case_id")
     assert table.loc["two", "status"] == "partly accepted"  # was accepted; the quiet kidney channel still is
-    assert (out / "needs_review" / "two").is_dir()
-    assert [p.name for p in (out / "accepted" / "two" / "segmentations").iterdir()] == ["kidney_lesion.nii.gz"]
+    assert (out / "needs_review" / "two").is_dir() and not (out / "accepted" / "two").exists()
     table = refine_cases(pred, out.parent / "tumors.csv", out, [data]).set_index("case_id")
     assert table.loc["two", "status"] == "accepted" and not (out / "needs_review" / "two").exists()

@@ -22,7 +22,8 @@ the report calls tumor-free (its other lesion channels are left out, i.e. unknow
 Outputs (every mask in the CT's grid: the probability map's, or DATASET's CT when it has another grid):
   ``OUT/accepted/<case>/segmentations/<lesion>.nii.gz``      uint8 {0,1}, one file per lesion channel of an
                                                              accepted CT, or per accepted organ of a partly
-                                                             accepted one (a missing channel trains as unknown);
+                                                             accepted one whose other organs have no reported
+                                                             tumor (a missing channel trains as unknown);
   ``OUT/needs_review/<case>/segmentations/<lesion>.nii.gz``  every channel of CTs to review (partly accepted too);
   ``OUT/from_intensity/<case>/segmentations/<lesion>.nii.gz``  CTs grown from intensity (see above);
   ``OUT/refine.csv``         one row per report CT: status, confidence, accepted organs, reasons, folders;
@@ -265,9 +266,10 @@ def _linear(volume: Volume, reference: Volume) -> np.ndarray:
 
 
 def write_case(result: CaseRefinement, out: Path) -> str:
-    """Writes one CT's masks into ``out/<status folder>/<case>``, and a partly accepted CT's accepted organs also
-    into ``out/accepted/<case>`` (removing an older status's copies); returns the folders joined by " + " (''
-    when not refinable)."""
+    """Writes one CT's masks into ``out/<status folder>/<case>`` (removing an older status's copies); a partly
+    accepted CT's accepted organs also go into ``out/accepted/<case>`` when none of its other organs has a reported
+    tumor (as a mask case it would lose that tumor's report supervision). Returns the folders joined by " + "
+    ('' when not refinable)."""
     for folder in set(STATUS_FOLDERS.values()):
         stale = out / folder / result.case_id
         if stale.exists():
@@ -276,7 +278,7 @@ def write_case(result: CaseRefinement, out: Path) -> str:
     if status not in STATUS_FOLDERS or result.reference is None:
         return ""
     written = {STATUS_FOLDERS[status]: result.masks}
-    if status == PARTLY_ACCEPTED:
+    if status == PARTLY_ACCEPTED and not {row["lesion_class"] for row in result.tumors} - set(result.decision.accepted):
         written = {STATUS_FOLDERS[ACCEPTED]: {name: result.masks[name] for name in result.decision.accepted},
                    **written}
     for folder, masks in written.items():
