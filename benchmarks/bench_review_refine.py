@@ -17,7 +17,9 @@ masks:
 Optional ``--self-train``: one self-training round. The report cache is prepared again with the accepted
 refined masks (``prepare --masks-dir refine/accepted``, so those report CTs become mask cases), and stage 2 is
 trained from the same stage-1 checkpoint with the same steps, batch, learning rate and seed as R-Super
-("R-Super+refined"); both are evaluated on the same test set.
+("R-Super+refined"); both are evaluated on the same test set. ``--self-train tumors``: the same with only the
+accepted CTs whose accepted masks hold a tumor (in ``OUT/selftrain_tumors``), so that tumor-free CTs do not dilute
+the mask half of the batches.
 
 PRE-REGISTRATION (written before any run of this script; decision rules fixed here):
 1. Refined beats raw for an organ when, over the seeds, the mean of the per-seed mean DSC (tumor CTs) of the
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +79,22 @@ def review_gain_seed(seed_dir: Path, device: str) -> DemoPlan:
     return plan
 
 
-def self_train(plan: DemoPlan, baseline: Path, tta: str, log=print) -> pd.DataFrame:
-    """One round on accepted refined masks versus none (same budget); per-organ test F1 and DSC of both.
-    ``baseline``: R-Super's test predictions made with ``tta``, as the new model's are."""
+def accepted_with_tumors(accepted: Path, out: Path) -> Path:
+    """``out``: a copy of the masks folder ``accepted`` with only the cases whose masks hold a tumor voxel."""
+    from rsuper.io import load_nifti
+
+    out.mkdir(parents=True, exist_ok=True)
+    for case in sorted(p for p in accepted.iterdir() if p.is_dir()) if accepted.is_dir() else []:
+        files = sorted((case / "segmentations").glob("*.nii.gz"))
+        if any(load_nifti(f).array.any() for f in files) and not (out / case.name).is_dir():
+            shutil.copytree(case, out / case.name)
+    return out
+
+
+def self_train(plan: DemoPlan, baseline: Path, tta: str, select: str = "all", log=print) -> pd.DataFrame:
+    """One round on accepted refined masks (``select``: all, or only CTs with a tumor) versus none (same budget);
+    per-organ test F1 and DSC of both. ``baseline``: R-Super's test predictions made with ``tta``, as the new
+    model's are."""
     from rsuper.data.preprocess import prepare_dataset
     from rsuper.demo import _train_once
     from rsuper.evaluate.result import EvaluationSettings
@@ -86,15 +102,19 @@ def self_train(plan: DemoPlan, baseline: Path, tta: str, log=print) -> pd.DataFr
     from rsuper.infer.predict import PredictOptions, Predictor, find_ct_inputs, predict_cases
 
     out, data = plan.out, plan.out / "data"
-    cache = out / "selftrain" / "cache"
-    for split, masks in (("masks", ()), ("reports", (out / "organs", out / "refine" / "accepted"))):
+    root = out / ("selftrain" if select == "all" else "selftrain_tumors")
+    accepted = out / "refine" / "accepted"
+    if select == "tumors":
+        accepted = accepted_with_tumors(accepted, root / "accepted")
+    cache = root / "cache"
+    for split, masks in (("masks", ()), ("reports", (out / "organs", accepted))):
         result = prepare_dataset(data / split, cache, plan.spacing_mm, masks_dirs=masks)
         if result.failed:
             raise RuntimeError(f"prepare failed: {result.failed}")
     config = plan.train_config("R-Super+refined", 2, plan.stage2_steps, out / "runs" / "stage1" / "final.pt", 0.5)
-    config = config.model_copy(update={"cache": [cache], "out": out / "selftrain" / "run"})
+    config = config.model_copy(update={"cache": [cache], "out": root / "run"})
     final = _train_once(config, log, show_progress=False)
-    pred = out / "selftrain" / "predictions"
+    pred = root / "predictions"
     predict_cases(Predictor.from_checkpoint(final, device=plan.device), find_ct_inputs(data / "test"), pred,
                   PredictOptions(tta=tta))
     settings = EvaluationSettings(volume_threshold_mm3=plan.volume_threshold_mm3, n_bootstrap=10, seed=plan.seed)
@@ -115,7 +135,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("bench_review_refine"))
     parser.add_argument("--demo-out", type=Path, nargs="+", help="finished demo folders to reuse instead")
     parser.add_argument("--gain-out", type=Path, nargs="+", help="finished bench_gain seed folders (R-Super arm)")
-    parser.add_argument("--self-train", action="store_true", help="also the pre-registered self-training round")
+    parser.add_argument("--self-train", nargs="?", const="all", choices=["all", "tumors"],
+                        help="also the pre-registered self-training round on all accepted CTs, or only those with "
+                             "a tumor")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     demos = args.demo_out or args.gain_out or []
@@ -137,7 +159,7 @@ def main() -> None:
             plan = plans[i] if plans else DemoPlan.load(demo / "demo_plan.json")
             baseline, tta = ((demo / "predictions" / "none" / MODEL_NAMES[1], "none") if args.gain_out
                              else (demo / "predictions" / MODEL_NAMES[1], plan.predict_tta))
-            selftrain.append(self_train(plan, baseline, tta).assign(seed=demo.name))
+            selftrain.append(self_train(plan, baseline, tta, args.self_train).assign(seed=demo.name))
     refined_all = pd.concat(refined, ignore_index=True)
     pd.set_option("display.width", 200)
     print("\nRefined vs raw lesion DSC on report CTs with a true tumor (per seed):")
