@@ -91,10 +91,11 @@ def accepted_with_tumors(accepted: Path, out: Path) -> Path:
     return out
 
 
-def self_train(plan: DemoPlan, baseline: Path, tta: str, select: str = "all", log=print) -> pd.DataFrame:
+def self_train(plan: DemoPlan, baseline: Path, tta: str, select: str = "all", seed_offset: int = 0,
+               log=print) -> pd.DataFrame:
     """One round on accepted refined masks (``select``: all, or only CTs with a tumor) versus none (same budget);
     per-organ test F1 and DSC of both. ``baseline``: R-Super's test predictions made with ``tta``, as the new
-    model's are."""
+    model's are. ``seed_offset`` > 0: a replicate whose training seed is R-Super's + the offset."""
     from rsuper.data.preprocess import prepare_dataset
     from rsuper.demo import _train_once
     from rsuper.evaluate.result import EvaluationSettings
@@ -112,9 +113,11 @@ def self_train(plan: DemoPlan, baseline: Path, tta: str, select: str = "all", lo
         if result.failed:
             raise RuntimeError(f"prepare failed: {result.failed}")
     config = plan.train_config("R-Super+refined", 2, plan.stage2_steps, out / "runs" / "stage1" / "final.pt", 0.5)
-    config = config.model_copy(update={"cache": [cache], "out": root / "run"})
+    suffix = f"_seed{plan.seed + seed_offset}" if seed_offset else ""
+    config = config.model_copy(update={"cache": [cache], "out": root / f"run{suffix}",
+                                       "seed": plan.seed + seed_offset})
     final = _train_once(config, log, show_progress=False)
-    pred = root / "predictions"
+    pred = root / f"predictions{suffix}"
     predict_cases(Predictor.from_checkpoint(final, device=plan.device), find_ct_inputs(data / "test"), pred,
                   PredictOptions(tta=tta))
     settings = EvaluationSettings(volume_threshold_mm3=plan.volume_threshold_mm3, n_bootstrap=10, seed=plan.seed)
@@ -138,6 +141,8 @@ def main() -> None:
     parser.add_argument("--self-train", nargs="?", const="all", choices=["all", "tumors"],
                         help="also the pre-registered self-training round on all accepted CTs, or only those with "
                              "a tumor")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="self-training replicate: train with R-Super's seed + this (its own run folder)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     demos = args.demo_out or args.gain_out or []
@@ -159,7 +164,7 @@ def main() -> None:
             plan = plans[i] if plans else DemoPlan.load(demo / "demo_plan.json")
             baseline, tta = ((demo / "predictions" / "none" / MODEL_NAMES[1], "none") if args.gain_out
                              else (demo / "predictions" / MODEL_NAMES[1], plan.predict_tta))
-            selftrain.append(self_train(plan, baseline, tta, args.self_train).assign(seed=demo.name))
+            selftrain.append(self_train(plan, baseline, tta, args.self_train, args.seed_offset).assign(seed=demo.name))
     refined_all = pd.concat(refined, ignore_index=True)
     pd.set_option("display.width", 200)
     print("\nRefined vs raw lesion DSC on report CTs with a true tumor (per seed):")
