@@ -81,11 +81,12 @@ def review_gain_seed(seed_dir: Path, device: str) -> DemoPlan:
 
 def accepted_with_tumors(accepted: Path, out: Path) -> Path:
     """``out``: a copy of the masks folder ``accepted`` with only the cases whose masks hold a tumor voxel."""
+    from rsuper.data.cases import find_mask_files
     from rsuper.io import load_nifti
 
     out.mkdir(parents=True, exist_ok=True)
     for case in sorted(p for p in accepted.iterdir() if p.is_dir()) if accepted.is_dir() else []:
-        files = sorted((case / "segmentations").glob("*.nii.gz"))
+        files = find_mask_files(case / "segmentations").values()
         if any(load_nifti(f).array.any() for f in files) and not (out / case.name).is_dir():
             shutil.copytree(case, out / case.name)
     return out
@@ -174,8 +175,6 @@ def main() -> None:
     print(agg.mean().round(3).to_string())
     print("SD over seeds:")
     print(agg.std().round(3).to_string())
-    print("Accepted organs among the tumor CTs, per seed:")
-    print(refined_all.pivot_table(index="lesion_class", columns="seed", values="accepted").to_string())
     confident_all = pd.concat(confident, ignore_index=True)
     print("\nRefined tumors whose ball centre lies on a true tumor: confident (agreement >= 0.5) vs the rest:")
     print(confident_all.round(3).to_string(index=False))
