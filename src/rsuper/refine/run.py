@@ -240,7 +240,8 @@ def refine_case(case_id: str, findings: CaseFindings, pred_case_dir: Path, mask_
     for name, channel in prob.items():
         leftover, voxel = leftover_probability(channel, masks[name], spacing, options.rules.zone_mm)
         organ = labels.ORGAN_OF_LESION_CLASS[name]
-        place = place_of_voxel(organ, voxel, sources.subsegments(organ)) if leftover > 0 else ""
+        reported = 1.0 - leftover < options.rules.accept_confidence  # only then does the reason name the place
+        place = place_of_voxel(organ, voxel, sources.subsegments(organ)) if reported else ""
         organ_decisions[name] = decide(checks[name], leftover, place, warnings[name], options.rules)
     return CaseRefinement(case_id, combine(organ_decisions), masks, reference, rows, group_max_p)
 
